@@ -1,0 +1,320 @@
+//! QEMU's vhost-user error messages, once: how the model, the reference
+//! front-end and the checker render them, and how `explain` parses them back.
+//!
+//! Models: the `error_report` lines of `vhost_user_read_header`,
+//! `vhost_user_read`, `process_message_reply`, `vhost_device_iotlb_miss` and
+//! `vhost_user_postcopy_end` (QEMU mid-2024), in the form
+//! `qemu-kvm: <function>: <pid>,<tid>: <message>`, and the plain form without
+//! the `function: pid,tid:` part.
+//!
+//! Leaves out: every other QEMU message (the parser counts such lines as
+//! unrelated), and the `error_setg` chaining QEMU applies above these calls.
+
+use std::fmt;
+
+use crate::wire::{HEADER_SIZE, MAX_PAYLOAD, REPLY_FLAGS};
+
+/// The process id the rendered logs use (the example on the facts page).
+pub const QEMU_PID: u32 = 4100;
+
+/// One vhost-user error QEMU logs, with the numbers it prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum QemuError {
+    /// `vhost_user_read_header`: fewer than 12 header bytes (EOF or error).
+    ReadHeaderShort {
+        /// What `read_all` returned.
+        read: i32,
+        /// The request whose reply was awaited.
+        request: u32,
+    },
+    /// `vhost_user_read_header`: flags other than 0x5; the payload is not read.
+    ReadHeaderFlags {
+        /// The flags found.
+        flags: u32,
+    },
+    /// `vhost_user_read`: the announced size exceeds the maximum.
+    ReadHeaderSize {
+        /// The size found.
+        size: u32,
+    },
+    /// `vhost_user_read`: fewer payload bytes than announced.
+    ReadPayloadShort {
+        /// What `read_all` returned.
+        read: i32,
+        /// The size announced.
+        size: u32,
+    },
+    /// `process_message_reply`: the reply's request code is not the request's.
+    UnexpectedMsgType {
+        /// The request sent.
+        expected: u32,
+        /// The code in the reply header read.
+        received: u32,
+    },
+    /// `vhost_device_iotlb_miss`: the IOTLB update failed.
+    IotlbUpdateFailed,
+    /// `vhost_user_postcopy_end`: the reply to POSTCOPY_END failed.
+    PostcopyEndFailed,
+}
+
+impl QemuError {
+    /// The QEMU function that logs it.
+    pub fn function(&self) -> &'static str {
+        match self {
+            QemuError::ReadHeaderShort { .. } | QemuError::ReadHeaderFlags { .. } => {
+                "vhost_user_read_header"
+            }
+            QemuError::ReadHeaderSize { .. } | QemuError::ReadPayloadShort { .. } => {
+                "vhost_user_read"
+            }
+            QemuError::UnexpectedMsgType { .. } => "process_message_reply",
+            QemuError::IotlbUpdateFailed => "vhost_device_iotlb_miss",
+            QemuError::PostcopyEndFailed => "vhost_user_postcopy_end",
+        }
+    }
+
+    /// A short stable name of the kind of message, for matching without numbers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QemuError::ReadHeaderShort { .. } => "read-header-short",
+            QemuError::ReadHeaderFlags { .. } => "read-header-flags",
+            QemuError::ReadHeaderSize { .. } => "read-header-size",
+            QemuError::ReadPayloadShort { .. } => "read-payload-short",
+            QemuError::UnexpectedMsgType { .. } => "unexpected-msg-type",
+            QemuError::IotlbUpdateFailed => "iotlb-update-failed",
+            QemuError::PostcopyEndFailed => "postcopy-end-failed",
+        }
+    }
+
+    /// Parses a message text (without prefix) back into the error it reports.
+    pub fn parse_message(msg: &str) -> Option<QemuError> {
+        let msg = msg.trim_end();
+        if let Some(rest) = msg.strip_prefix("Failed to read msg header. Flags 0x") {
+            let (flags, tail) = rest.split_once(" instead of 0x")?;
+            let expected = tail.strip_suffix('.')?;
+            if u32::from_str_radix(expected, 16).ok()? != REPLY_FLAGS {
+                return None;
+            }
+            return Some(QemuError::ReadHeaderFlags {
+                flags: u32::from_str_radix(flags, 16).ok()?,
+            });
+        }
+        if let Some(rest) = msg.strip_prefix("Failed to read msg header. Read ") {
+            let (read, tail) = rest.split_once(" instead of ")?;
+            let (_, req) = tail.split_once(". Original request ")?;
+            return Some(QemuError::ReadHeaderShort {
+                read: read.parse().ok()?,
+                request: req.strip_suffix('.')?.parse().ok()?,
+            });
+        }
+        if let Some(rest) = msg.strip_prefix("Failed to read msg header. Size ") {
+            let (size, _) = rest.split_once(" exceeds the maximum ")?;
+            return Some(QemuError::ReadHeaderSize { size: size.parse().ok()? });
+        }
+        if let Some(rest) = msg.strip_prefix("Failed to read msg payload. Read ") {
+            let (read, size) = rest.split_once(" instead of ")?;
+            return Some(QemuError::ReadPayloadShort {
+                read: read.parse().ok()?,
+                size: size.strip_suffix('.')?.parse().ok()?,
+            });
+        }
+        if let Some(rest) = msg.strip_prefix("Received unexpected msg type. Expected ") {
+            let (expected, received) = rest.split_once(" received ")?;
+            return Some(QemuError::UnexpectedMsgType {
+                expected: expected.parse().ok()?,
+                received: received.parse().ok()?,
+            });
+        }
+        match msg {
+            "Fail to update device iotlb" => Some(QemuError::IotlbUpdateFailed),
+            "Failed to receive reply to postcopy_end" => Some(QemuError::PostcopyEndFailed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for QemuError {
+    /// The message text exactly as QEMU's `error_report` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            QemuError::ReadHeaderShort { read, request } => write!(
+                f,
+                "Failed to read msg header. Read {read} instead of {HEADER_SIZE}. Original request {request}."
+            ),
+            QemuError::ReadHeaderFlags { flags } => write!(
+                f,
+                "Failed to read msg header. Flags 0x{flags:x} instead of 0x{REPLY_FLAGS:x}."
+            ),
+            QemuError::ReadHeaderSize { size } => write!(
+                f,
+                "Failed to read msg header. Size {size} exceeds the maximum {MAX_PAYLOAD}."
+            ),
+            QemuError::ReadPayloadShort { read, size } => {
+                write!(f, "Failed to read msg payload. Read {read} instead of {size}.")
+            }
+            QemuError::UnexpectedMsgType { expected, received } => {
+                write!(f, "Received unexpected msg type. Expected {expected} received {received}")
+            }
+            QemuError::IotlbUpdateFailed => write!(f, "Fail to update device iotlb"),
+            QemuError::PostcopyEndFailed => write!(f, "Failed to receive reply to postcopy_end"),
+        }
+    }
+}
+
+/// One log line: the error and, where the log had them, pid and tid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct LogLine {
+    /// `pid,tid` of the thread that logged, if the line carries them.
+    pub ids: Option<(u32, u32)>,
+    /// What was logged.
+    pub error: QemuError,
+}
+
+impl LogLine {
+    /// A line from thread `tid` of the QEMU process [`QEMU_PID`].
+    pub fn from_thread(tid: u32, error: QemuError) -> Self {
+        LogLine { ids: Some((QEMU_PID, tid)), error }
+    }
+
+    /// Parses one line of a real log. Accepts an optional timestamp or other
+    /// prefix before `qemu-kvm:`/`qemu-system-*:`, the program prefix itself
+    /// optional, and the `function: pid,tid:` part optional. Returns `None`
+    /// for lines that are not one of the messages this project models.
+    pub fn parse(line: &str) -> Option<LogLine> {
+        let line = line.trim();
+        // Drop anything before the program name (timestamps, journal fields).
+        let body = match find_program_prefix(line) {
+            Some(end) => &line[end..],
+            None => line,
+        };
+        let body = body.trim_start();
+        if let Some(error) = QemuError::parse_message(body) {
+            return Some(LogLine { ids: None, error });
+        }
+        // `function: pid,tid: message`
+        let (function, rest) = body.split_once(": ")?;
+        let rest = rest.trim_start();
+        let (ids, message) = match rest.split_once(": ") {
+            Some((ids, message)) if parse_ids(ids).is_some() => (parse_ids(ids), message),
+            _ => (None, rest),
+        };
+        let error = QemuError::parse_message(message)?;
+        if error.function() != function {
+            return None;
+        }
+        Some(LogLine { ids, error })
+    }
+}
+
+/// Byte offset just past `qemu-kvm:` or `qemu-system-<arch>:` if present.
+fn find_program_prefix(line: &str) -> Option<usize> {
+    for name in ["qemu-kvm:", "qemu-system-"] {
+        if let Some(pos) = line.find(name) {
+            let after = pos + name.len();
+            if name.ends_with(':') {
+                return Some(after);
+            }
+            let colon = line[after..].find(':')?;
+            if line[after..after + colon].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Some(after + colon + 1);
+            }
+        }
+    }
+    None
+}
+
+fn parse_ids(s: &str) -> Option<(u32, u32)> {
+    let (pid, tid) = s.split_once(',')?;
+    Some((pid.trim().parse().ok()?, tid.trim().parse().ok()?))
+}
+
+impl fmt::Display for LogLine {
+    /// `qemu-kvm: <function>: <pid>,<tid>: <message>`, or `qemu-kvm: <message>`
+    /// without ids.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ids {
+            Some((pid, tid)) => {
+                write!(f, "qemu-kvm: {}: {pid},{tid}: {}", self.error.function(), self.error)
+            }
+            None => write!(f, "qemu-kvm: {}", self.error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FACTS_EXAMPLE: &str = "\
+qemu-kvm: process_message_reply: 4100,4100: Received unexpected msg type. Expected 22 received 30
+qemu-kvm: vhost_device_iotlb_miss: 4100,4100: Fail to update device iotlb
+qemu-kvm: process_message_reply: 4100,4133: Received unexpected msg type. Expected 30 received 22
+qemu-kvm: vhost_user_postcopy_end: 4100,4133: Failed to receive reply to postcopy_end";
+
+    #[test]
+    fn the_facts_example_round_trips() {
+        let lines: Vec<LogLine> =
+            FACTS_EXAMPLE.lines().map(|l| LogLine::parse(l).unwrap()).collect();
+        assert_eq!(
+            lines[0],
+            LogLine::from_thread(4100, QemuError::UnexpectedMsgType { expected: 22, received: 30 })
+        );
+        assert_eq!(lines[3], LogLine::from_thread(4133, QemuError::PostcopyEndFailed));
+        let rendered: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        assert_eq!(rendered.join("\n"), FACTS_EXAMPLE);
+    }
+
+    #[test]
+    fn every_message_renders_and_parses_back() {
+        let all = [
+            QemuError::ReadHeaderShort { read: 0, request: 22 },
+            QemuError::ReadHeaderFlags { flags: 0 },
+            QemuError::ReadHeaderFlags { flags: 0x1e },
+            QemuError::ReadHeaderSize { size: 5000 },
+            QemuError::ReadPayloadShort { read: 4, size: 8 },
+            QemuError::UnexpectedMsgType { expected: 30, received: 22 },
+            QemuError::IotlbUpdateFailed,
+            QemuError::PostcopyEndFailed,
+        ];
+        for e in all {
+            assert_eq!(QemuError::parse_message(&e.to_string()), Some(e), "{e}");
+            let line = LogLine::from_thread(4133, e);
+            assert_eq!(LogLine::parse(&line.to_string()), Some(line));
+        }
+    }
+
+    #[test]
+    fn the_flags_message_is_qemus() {
+        assert_eq!(
+            QemuError::ReadHeaderFlags { flags: 0 }.to_string(),
+            "Failed to read msg header. Flags 0x0 instead of 0x5."
+        );
+    }
+
+    #[test]
+    fn prefixes_and_plain_lines_parse() {
+        let plain = LogLine::parse("qemu-kvm: Fail to update device iotlb").unwrap();
+        assert_eq!(plain, LogLine { ids: None, error: QemuError::IotlbUpdateFailed });
+        let stamped = LogLine::parse(
+            "2024-08-01T10:00:00.123456Z qemu-system-x86_64: vhost_user_read_header: 7,9: Failed to read msg header. Flags 0x0 instead of 0x5.",
+        )
+        .unwrap();
+        assert_eq!(stamped.ids, Some((7, 9)));
+        assert_eq!(stamped.error, QemuError::ReadHeaderFlags { flags: 0 });
+        let bare = LogLine::parse("Failed to receive reply to postcopy_end").unwrap();
+        assert_eq!(bare.error, QemuError::PostcopyEndFailed);
+    }
+
+    #[test]
+    fn unrelated_and_mangled_lines_are_not_messages() {
+        for l in [
+            "qemu-kvm: terminating on signal 15 from pid 1",
+            "",
+            "qemu-kvm: vhost_user_postcopy_end: 4100,4133: Fail to update device iotlb",
+            "Received unexpected msg type. Expected x received 3",
+            "Failed to read msg header. Flags 0x0 instead of 0x7.",
+        ] {
+            assert_eq!(LogLine::parse(l), None, "{l:?}");
+        }
+    }
+}
