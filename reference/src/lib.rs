@@ -7,4 +7,5 @@
 
 pub mod qemu_log;
 pub mod scenario;
+pub mod transport;
 pub mod wire;

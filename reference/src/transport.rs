@@ -1,0 +1,62 @@
+//! The byte-stream seam between vhost-user peers: what the front-end channel
+//! and the back-end need from a socket, so that the same code runs over a
+//! real Unix socket and over the in-memory stream that loom and shuttle check.
+//!
+//! Models: a SOCK_STREAM connection as QEMU's chardev uses it: one `sendmsg`
+//! per message (bytes and file descriptors together), reads that may return
+//! fewer bytes than asked, `read_all` looping until the count is reached or
+//! the peer closes, and shutdown waking every blocked reader.
+//!
+//! Leaves out: non-blocking I/O and QEMU's nested main-loop reads
+//! (`vhost_user_read` with a GMainLoop); reads here simply block.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+/// A transport failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// An operating-system error on the socket.
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The connection was shut down or the peer closed it.
+    #[error("connection closed")]
+    Closed,
+    /// The peer sent more file descriptors than one message may carry; all
+    /// of them were closed.
+    #[error("{0} file descriptors in one message (at most {max})", max = crate::wire::MAX_FDS)]
+    TooManyFds(usize),
+}
+
+/// One end of a vhost-user connection.
+pub trait Transport: Send + Sync {
+    /// Sends one whole message (its bytes and descriptors) as one write.
+    fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), TransportError>;
+
+    /// Reads at most `buf.len()` bytes, blocking until at least one byte is
+    /// there; returns 0 at end of stream. Descriptors that arrive with these
+    /// bytes are appended to `fds` (the caller owns, and so closes, them).
+    fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, TransportError>;
+
+    /// Shuts both directions down: blocked and later reads on either end
+    /// return end of stream, later sends fail.
+    fn shutdown(&self);
+}
+
+/// QEMU's `qemu_chr_fe_read_all`: reads until `buf` is full or the stream
+/// ends; returns how many bytes were read (less than `buf.len()` only at end
+/// of stream).
+pub fn read_all<T: Transport + ?Sized>(
+    t: &T,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Result<usize, TransportError> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = t.recv(&mut buf[got..], fds)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
+}
