@@ -7,5 +7,6 @@
 
 pub mod qemu_log;
 pub mod scenario;
+pub mod sync;
 pub mod transport;
 pub mod wire;

@@ -12,6 +12,12 @@
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 
+pub mod memory;
+pub mod unix;
+
+pub use memory::MemoryTransport;
+pub use unix::UnixTransport;
+
 /// A transport failure.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

@@ -1,0 +1,171 @@
+//! The in-memory transport: a byte stream per direction inside one
+//! [`Monitor`] of the sync family, so that under loom and shuttle a blocked
+//! read is a wait on the family's condition variable.
+//!
+//! Models: a connected `SOCK_STREAM` pair: a send appends a whole message at
+//! once (one lock acquisition and one notify), a receive takes up to the
+//! bytes asked for (one acquisition, plus a wait while the stream is empty),
+//! shutdown of either end makes reads on both ends return end of stream once
+//! the buffered bytes are gone, as `shutdown(SHUT_RDWR)` on a Unix
+//! socket, and descriptors travel with the first byte of their message (they
+//! are duplicated on send, as the kernel does with `SCM_RIGHTS`).
+//!
+//! [`MemoryTransport::pair_with_chunk`] caps each receive to model short reads
+//! ([`crate::scenario::Scenario::short_reads`]).
+//!
+//! Leaves out: socket buffer limits (sends never block), and partial sends.
+
+use std::collections::VecDeque;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use super::{Transport, TransportError};
+use crate::sync::{Monitor, SyncFamily};
+use crate::wire::MAX_FDS;
+
+/// Both directions of a connection.
+struct Streams {
+    /// Bytes in flight, index 0 from end A to end B, index 1 from B to A.
+    bytes: [VecDeque<u8>; 2],
+    /// Descriptors per direction, with the stream offset of the byte they
+    /// arrive with (counted from the start of the direction's stream).
+    fds: [VecDeque<(u64, Vec<OwnedFd>)>; 2],
+    /// Bytes consumed so far per direction.
+    consumed: [u64; 2],
+    /// Bytes ever written per direction.
+    written: [u64; 2],
+    /// Shut down (by either end).
+    closed: bool,
+}
+
+/// One end of an in-memory connection over sync family `F`.
+pub struct MemoryTransport<F: SyncFamily> {
+    streams: Arc<F::Monitor<Streams>>,
+    /// 0 for end A, 1 for end B: the direction this end writes.
+    side: usize,
+    /// Most bytes one receive returns (`usize::MAX`: as many as asked).
+    chunk: usize,
+}
+
+impl<F: SyncFamily> std::fmt::Debug for MemoryTransport<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransport").field("side", &self.side).finish_non_exhaustive()
+    }
+}
+
+impl<F: SyncFamily> MemoryTransport<F> {
+    /// A connected pair; a receive returns as many bytes as asked when they
+    /// are there.
+    pub fn pair() -> (Self, Self) {
+        Self::pair_with_chunk(usize::MAX)
+    }
+
+    /// A connected pair whose receives return at most `chunk` bytes (short
+    /// reads: `read_all` loops).
+    pub fn pair_with_chunk(chunk: usize) -> (Self, Self) {
+        assert!(chunk > 0, "a receive must be able to return a byte");
+        let streams = Arc::new(F::Monitor::new(Streams {
+            bytes: [VecDeque::new(), VecDeque::new()],
+            fds: [VecDeque::new(), VecDeque::new()],
+            consumed: [0, 0],
+            written: [0, 0],
+            closed: false,
+        }));
+        (
+            MemoryTransport { streams: Arc::clone(&streams), side: 0, chunk },
+            MemoryTransport { streams, side: 1, chunk },
+        )
+    }
+
+    /// Bytes written into this end and not yet read by the peer.
+    pub fn unread_by_peer(&self) -> usize {
+        self.streams.with(|s| s.bytes[self.side].len())
+    }
+}
+
+impl<F: SyncFamily> Transport for MemoryTransport<F> {
+    fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), TransportError> {
+        if fds.len() > MAX_FDS {
+            return Err(TransportError::TooManyFds(fds.len()));
+        }
+        let owned = fds
+            .iter()
+            .map(|f| f.try_clone_to_owned())
+            .collect::<Result<Vec<OwnedFd>, _>>()?;
+        let dir = self.side;
+        self.streams.with_notify(|s| {
+            if s.closed {
+                return Err(TransportError::Closed);
+            }
+            if !owned.is_empty() {
+                s.fds[dir].push_back((s.written[dir], owned));
+            }
+            s.bytes[dir].extend(bytes);
+            s.written[dir] += bytes.len() as u64;
+            Ok(())
+        })
+    }
+
+    fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, TransportError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let dir = 1 - self.side;
+        let want = buf.len().min(self.chunk);
+        let (n, got) = self.streams.wait_until(|s| {
+            if s.bytes[dir].is_empty() {
+                return s.closed.then(|| (0, Vec::new()));
+            }
+            let n = want.min(s.bytes[dir].len());
+            for (dst, src) in buf.iter_mut().zip(s.bytes[dir].drain(..n)) {
+                *dst = src;
+            }
+            let end = s.consumed[dir] + n as u64;
+            let mut got = Vec::new();
+            while s.fds[dir].front().is_some_and(|(at, _)| *at < end) {
+                got.extend(s.fds[dir].pop_front().expect("front exists").1);
+            }
+            s.consumed[dir] = end;
+            Some((n, got))
+        });
+        if fds.len() + got.len() > MAX_FDS {
+            return Err(TransportError::TooManyFds(fds.len() + got.len()));
+        }
+        fds.extend(got);
+        Ok(n)
+    }
+
+    fn shutdown(&self) {
+        self.streams.with_notify(|s| s.closed = true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::ParkingLot;
+    use crate::transport::read_all;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn short_reads_loop_and_fds_arrive_with_their_message() {
+        let (a, b) = MemoryTransport::<ParkingLot>::pair_with_chunk(4);
+        let (x, _y) = MemoryTransport::<ParkingLot>::pair();
+        drop(x);
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        a.send(&[1; 12], &[]).unwrap();
+        a.send(&[2; 8], &[file.as_fd()]).unwrap();
+        let mut fds = Vec::new();
+        let mut h = [0u8; 12];
+        assert_eq!(b.recv(&mut h, &mut fds).unwrap(), 4);
+        assert_eq!(read_all(&b, &mut h[4..], &mut fds).unwrap(), 8);
+        assert!(fds.is_empty());
+        let mut p = [0u8; 8];
+        assert_eq!(read_all(&b, &mut p, &mut fds).unwrap(), 8);
+        assert_eq!(p, [2; 8]);
+        assert_eq!(fds.len(), 1);
+        b.shutdown();
+        assert_eq!(a.recv(&mut p, &mut fds).unwrap(), 0);
+        assert!(matches!(a.send(&[0], &[]), Err(TransportError::Closed)));
+    }
+}
