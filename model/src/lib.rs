@@ -1,1 +1,746 @@
-//! placeholder
+//! A stateright model of the vhost-user request/reply race during postcopy
+//! migration: QEMU's front-end threads sharing one socket, the socket, and a
+//! back-end.
+//!
+//! Source: hw/virtio/vhost-user.c and hw/virtio/vhost.c of mid-2024, the
+//! July–September 2024 qemu-devel review thread, and the facts page
+//! (shared/vhost-user-facts.md).
+//!
+//! What is modelled:
+//! - Threads, each a program counter over a fixed list of [`Op`]s built from
+//!   the [`Variant`] and the [`Scenario`]: *device start* (one IOTLB update
+//!   with NEED_REPLY per virtqueue, optionally under the BQL, optionally
+//!   failing the start on a failed update as QEMU 9.2 does); *postcopy listen*
+//!   (fault-thread join, then POSTCOPY_END with NEED_REPLY and its reply, or in
+//!   QEMU 10.2 scheduling a main-loop bottom half that does it); *main loop*
+//!   (under the BQL: answers each back-end IOTLB miss with an update and its
+//!   reply read, replying on the back-end channel if the miss asked; runs the
+//!   10.2 bottom half).
+//! - The socket as streams of 4-byte words built with [`reference::wire`]:
+//!   front-end to back-end, back-end to front-end, and the back-end channel
+//!   both ways. A write appends a whole message at once. A front-end read
+//!   takes exactly what QEMU's `read_all` asks for (3 header words, then the
+//!   payload) and blocks until it is there; with
+//!   [`Scenario::short_reads`] a read may take fewer words and loop. A header
+//!   whose flags are not 0x5 is rejected without reading the payload, as in
+//!   `vhost_user_read_header`.
+//! - Ghost data on every word (which thread's request it answers, whether a
+//!   message starts there) so that properties can say who got whose reply.
+//! - The back-end: one request at a time (read and reply are one step),
+//!   REPLY_ACK replies, and `backend_misses` BACKEND_IOTLB_MSG misses sent at
+//!   any moment between requests; with NEED_REPLY it waits for the answer
+//!   before reading the main socket again.
+//! - The BQL and the per-connection request/reply mutex as state.
+//! - Every QEMU error message, logged into the state by the step that would
+//!   log it.
+//!
+//! What is left out (see CONFORMANCE.md): the postcopy fault thread (no
+//! socket traffic; its join is a step without effect), rollback requests after
+//! a failed start, requests before and after the race (handshake, vring
+//! setup), back-end failures (every ack is 0), partial words, and timing.
+//!
+//! The smallest scenario (one IOTLB update, nothing else, `qemu-9.1`) has
+//! exactly these reachable states, which `tests/model.rs` pins:
+//! 1. device start before its write;
+//! 2. the request on the socket;
+//! 3. the back-end has replied;
+//! 4. device start has read the header;
+//! 5. device start has read the payload and finished.
+
+use reference::qemu_log::QemuError;
+use reference::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
+use reference::wire::{self, BackendRequest, Header, Request};
+use stateright::{Model, Property};
+
+pub mod trace;
+pub mod verdict;
+
+/// A 4-byte word on a stream, with ghost data the properties read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Word {
+    /// The bytes as a little-endian u32.
+    pub value: u32,
+    /// Whose request this word belongs to (or answers).
+    pub owner: ThreadRole,
+    /// Whether a message starts at this word.
+    pub start: bool,
+}
+
+/// One step of a thread's program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `bql_lock()`: blocks while another thread holds the BQL.
+    AcquireBql,
+    /// `bql_unlock()`.
+    ReleaseBql,
+    /// Take the request/reply mutex (the July 2024 patch).
+    AcquireMutex,
+    /// Release the request/reply mutex.
+    ReleaseMutex,
+    /// `vhost_user_write` of an IOTLB update for virtqueue `vq`
+    /// (`vhost_device_iotlb_miss` on the used ring, from `vhost_dev_start`).
+    WriteIotlbUpdate(u8),
+    /// `vhost_user_write` of the update answering the current back-end miss.
+    WriteMissAnswer,
+    /// `vhost_user_write` of POSTCOPY_END (`vhost_user_postcopy_end`).
+    WritePostcopyEnd,
+    /// `vhost_user_read_header`: 12 bytes, flags must be 0x5.
+    ReadHeader,
+    /// `vhost_user_read` payload part, then `process_message_reply`'s checks.
+    ReadPayload,
+    /// The caller logs the failure of the call just made (skipped on success).
+    Report(QemuError),
+    /// QEMU 9.2: a failed update fails device start; jump to `target`.
+    AbortIfFailed(u8),
+    /// `backend_read` replies on the back-end channel if the miss asked.
+    ReplyMiss,
+    /// `postcopy_ram_incoming_cleanup` joins the fault thread (no socket traffic).
+    JoinFaultThread,
+    /// QEMU 10.2: schedule the postcopy cleanup bottom half on the main loop.
+    ScheduleBh,
+}
+
+/// What a thread is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Routine {
+    /// The thread is not part of the scenario.
+    Absent,
+    /// Main loop only: waiting in poll for a back-end message or a bottom half.
+    Idle,
+    /// Running program `id` of [`ReplyRace::programs`].
+    Running(u8),
+    /// The thread has finished its work.
+    Done,
+}
+
+/// One front-end thread.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ThreadState {
+    /// What it runs.
+    pub routine: Routine,
+    /// Index of the next op of its program.
+    pub pc: u8,
+    /// Words of the read in progress (header or payload).
+    pub buf: Vec<Word>,
+    /// The header read, while its payload is read.
+    pub hdr: Option<Header>,
+    /// Request code of the call in flight (what `process_message_reply` expects).
+    pub expect: u32,
+    /// Whether the call in flight has failed.
+    pub call_failed: bool,
+    /// Device start: whether any update failed.
+    pub start_failed: bool,
+    /// Device start: updates acknowledged (ack 0) by a reply that was theirs.
+    pub own_acks: u8,
+    /// Main loop: back-end messages taken so far.
+    pub misses_taken: u8,
+    /// Main loop: whether the miss being handled asked for a reply.
+    pub miss_need_reply: bool,
+    /// Main loop: whether the postcopy bottom half has run.
+    pub bh_done: bool,
+    /// Device start: what it reported when it finished (`Some(true)` = success).
+    pub reported_success: Option<bool>,
+    /// Whether the reply being read so far is this thread's own, from its start.
+    pub reply_is_own: bool,
+}
+
+impl ThreadState {
+    fn new(routine: Routine) -> Self {
+        ThreadState {
+            routine,
+            pc: 0,
+            buf: Vec::new(),
+            hdr: None,
+            expect: 0,
+            call_failed: false,
+            start_failed: false,
+            own_acks: 0,
+            misses_taken: 0,
+            miss_need_reply: false,
+            bh_done: false,
+            reported_success: None,
+            reply_is_own: false,
+        }
+    }
+}
+
+/// The back-end's own state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackendState {
+    /// Misses sent on the back-end channel so far.
+    pub misses_sent: u8,
+    /// Whether it waits for the answer to a miss sent with NEED_REPLY.
+    pub awaiting_miss_reply: bool,
+}
+
+/// The whole system.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    /// Front-end threads, indexed by [`ThreadRole`] order.
+    pub threads: [ThreadState; 3],
+    /// The back-end.
+    pub backend: BackendState,
+    /// Main socket, front-end to back-end.
+    pub to_backend: Vec<Word>,
+    /// Main socket, back-end to front-end: the replies.
+    pub to_frontend: Vec<Word>,
+    /// Back-end channel, back-end to front-end: the misses.
+    pub backend_channel: Vec<Word>,
+    /// Back-end channel, front-end to back-end: answers to misses.
+    pub backend_channel_replies: Vec<Word>,
+    /// Holder of the BQL.
+    pub bql: Option<ThreadRole>,
+    /// Holder of the request/reply mutex.
+    pub mutex: Option<ThreadRole>,
+    /// QEMU 10.2: the postcopy bottom half is scheduled and not yet run.
+    pub bh_pending: bool,
+    /// What QEMU has logged, in order, with the thread that logged it.
+    pub log: Vec<(ThreadRole, QemuError)>,
+    /// Ghost: some thread consumed words of another thread's reply.
+    pub stolen: bool,
+    /// Ghost: some header read began in the middle of a message.
+    pub misframed: bool,
+}
+
+impl State {
+    /// The thread of `role`.
+    pub fn thread(&self, role: ThreadRole) -> &ThreadState {
+        &self.threads[role as usize]
+    }
+
+    fn thread_mut(&mut self, role: ThreadRole) -> &mut ThreadState {
+        &mut self.threads[role as usize]
+    }
+
+    /// Whether every front-end thread of the scenario has finished.
+    pub fn all_done(&self) -> bool {
+        self.threads.iter().all(|t| matches!(t.routine, Routine::Done | Routine::Absent))
+    }
+
+    /// Whether every stream is empty.
+    pub fn streams_empty(&self) -> bool {
+        self.to_backend.is_empty()
+            && self.to_frontend.is_empty()
+            && self.backend_channel.is_empty()
+            && self.backend_channel_replies.is_empty()
+    }
+}
+
+/// A transition: who moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Action {
+    /// The thread executes its next op that is not a read.
+    Step(ThreadRole),
+    /// The thread's read takes this many words from the socket.
+    Read(ThreadRole, u8),
+    /// Main loop: takes the BQL and reads a back-end channel message.
+    ServeBackendChannel,
+    /// Main loop: takes the BQL and runs the postcopy bottom half.
+    RunPostcopyBh,
+    /// Back-end: reads one request and writes its reply if asked.
+    BackendHandle,
+    /// Back-end: sends a BACKEND_IOTLB_MSG miss.
+    BackendSendMiss,
+    /// Back-end: reads the answer to its miss on the back-end channel.
+    BackendReadMissReply,
+}
+
+/// Program ids in [`ReplyRace::programs`].
+const PROG_DEVICE_START: u8 = 0;
+const PROG_LISTEN: u8 = 1;
+const PROG_MISS: u8 = 2;
+const PROG_BH: u8 = 3;
+
+/// The model: a variant on a scenario.
+#[derive(Clone, Debug)]
+pub struct ReplyRace {
+    /// Lock placement and fail-start.
+    pub variant: Variant,
+    /// Threads and workload.
+    pub scenario: Scenario,
+    /// Programs: device start, postcopy listen, main-loop miss handler,
+    /// main-loop postcopy bottom half.
+    pub programs: [Vec<Op>; 4],
+}
+
+/// Ops of one request/reply call, with the mutex around it if the policy has one.
+fn call(policy: LockPolicy, write: Op, report: QemuError) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mutex = policy.request_reply_mutex();
+    if mutex {
+        ops.push(Op::AcquireMutex);
+    }
+    ops.extend([write, Op::ReadHeader, Op::ReadPayload]);
+    if mutex {
+        ops.push(Op::ReleaseMutex);
+    }
+    ops.push(Op::Report(report));
+    ops
+}
+
+impl ReplyRace {
+    /// Builds the thread programs for `variant` on `scenario`.
+    pub fn new(variant: Variant, scenario: Scenario) -> Self {
+        let policy = variant.policy;
+
+        let mut device_start = Vec::new();
+        if scenario.device_start_holds_bql {
+            device_start.push(Op::AcquireBql);
+        }
+        let mut abort_sites = Vec::new();
+        for vq in 0..scenario.virtqueues {
+            device_start.extend(call(
+                policy,
+                Op::WriteIotlbUpdate(vq),
+                QemuError::IotlbUpdateFailed,
+            ));
+            if variant.fail_start {
+                abort_sites.push(device_start.len());
+                device_start.push(Op::AbortIfFailed(0));
+            }
+        }
+        let tail = device_start.len() as u8;
+        for i in abort_sites {
+            device_start[i] = Op::AbortIfFailed(tail);
+        }
+        if scenario.device_start_holds_bql {
+            device_start.push(Op::ReleaseBql);
+        }
+
+        let mut listen = Vec::new();
+        if policy.listen_cleanup_under_bql() {
+            listen.push(Op::AcquireBql);
+        }
+        listen.push(Op::JoinFaultThread);
+        if policy.postcopy_end_in_main_loop() {
+            listen.push(Op::ScheduleBh);
+        } else {
+            if policy.postcopy_end_under_bql() {
+                listen.push(Op::AcquireBql);
+            }
+            listen.extend(call(policy, Op::WritePostcopyEnd, QemuError::PostcopyEndFailed));
+            if policy.postcopy_end_under_bql() || policy.listen_cleanup_under_bql() {
+                listen.push(Op::ReleaseBql);
+            }
+        }
+
+        // The main loop took the BQL when it dispatched the handler.
+        let mut miss = call(policy, Op::WriteMissAnswer, QemuError::IotlbUpdateFailed);
+        miss.extend([Op::ReplyMiss, Op::ReleaseBql]);
+        let mut bh = call(policy, Op::WritePostcopyEnd, QemuError::PostcopyEndFailed);
+        bh.push(Op::ReleaseBql);
+
+        ReplyRace { variant, scenario, programs: [device_start, listen, miss, bh] }
+    }
+
+    /// Whether the main loop has a postcopy bottom half to run in this scenario.
+    fn main_loop_runs_bh(&self) -> bool {
+        self.scenario.postcopy_end && self.variant.policy.postcopy_end_in_main_loop()
+    }
+
+    /// The op a thread is at, if it is running a program.
+    pub fn current_op(&self, t: &ThreadState) -> Option<Op> {
+        match t.routine {
+            Routine::Running(p) => self.programs[p as usize].get(t.pc as usize).copied(),
+            _ => None,
+        }
+    }
+
+    /// Words a read still needs, for a thread at `ReadHeader` or `ReadPayload`.
+    fn words_wanted(&self, t: &ThreadState, op: Op) -> usize {
+        let total = match op {
+            Op::ReadHeader => wire::HEADER_SIZE / 4,
+            Op::ReadPayload => {
+                (t.hdr.expect("payload read follows a header").size as usize).div_ceil(4)
+            }
+            _ => unreachable!("not a read"),
+        };
+        total - t.buf.len()
+    }
+
+    /// Whether a thread's current op (not a read) can run now.
+    fn step_enabled(&self, s: &State, op: Op) -> bool {
+        match op {
+            Op::AcquireBql => s.bql.is_none(),
+            Op::AcquireMutex => s.mutex.is_none(),
+            _ => true,
+        }
+    }
+
+    /// Moves past ops that do nothing in this state (a report after a
+    /// successful call, an abort check that does not abort), ends programs.
+    fn settle(&self, s: &mut State, role: ThreadRole) {
+        loop {
+            let t = s.thread(role);
+            let Routine::Running(p) = t.routine else { return };
+            let prog = &self.programs[p as usize];
+            match prog.get(t.pc as usize) {
+                Some(Op::Report(_)) if !t.call_failed => s.thread_mut(role).pc += 1,
+                Some(Op::AbortIfFailed(target)) => {
+                    let target = *target;
+                    let t = s.thread_mut(role);
+                    t.pc = if t.call_failed { target } else { t.pc + 1 };
+                }
+                Some(_) => return,
+                None => {
+                    let main_loop = role == ThreadRole::MainLoop;
+                    let t = s.thread_mut(role);
+                    t.pc = 0;
+                    if role == ThreadRole::DeviceStart {
+                        // Until 9.2 the start ignored failed updates.
+                        t.reported_success = Some(!(self.variant.fail_start && t.start_failed));
+                    }
+                    t.routine = if main_loop { Routine::Idle } else { Routine::Done };
+                    if main_loop {
+                        self.settle_main_loop(s);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The main loop is done once it has taken every miss and run its bottom half.
+    fn settle_main_loop(&self, s: &mut State) {
+        let runs_bh = self.main_loop_runs_bh();
+        let t = s.thread_mut(ThreadRole::MainLoop);
+        if t.routine == Routine::Idle
+            && t.misses_taken == self.scenario.backend_misses
+            && (t.bh_done || !runs_bh)
+        {
+            t.routine = Routine::Done;
+        }
+    }
+
+    fn write(s: &mut State, role: ThreadRole, bytes: &[u8]) {
+        let words = wire::to_words(bytes);
+        s.to_backend.extend(
+            words.iter().enumerate().map(|(i, &value)| Word { value, owner: role, start: i == 0 }),
+        );
+    }
+
+    /// Executes a non-read op.
+    fn exec_step(&self, s: &mut State, role: ThreadRole, op: Op) {
+        match op {
+            Op::AcquireBql => s.bql = Some(role),
+            Op::ReleaseBql => s.bql = None,
+            Op::AcquireMutex => s.mutex = Some(role),
+            Op::ReleaseMutex => s.mutex = None,
+            Op::WriteIotlbUpdate(vq) => {
+                Self::start_call(s, role, Request::IotlbMsg);
+                Self::write(s, role, &wire::iotlb_update_request(&Scenario::iotlb_update(vq), true));
+            }
+            Op::WriteMissAnswer => {
+                let n = s.thread(role).misses_taken - 1;
+                Self::start_call(s, role, Request::IotlbMsg);
+                Self::write(s, role, &wire::iotlb_update_request(&Scenario::miss_answer(n), true));
+            }
+            Op::WritePostcopyEnd => {
+                Self::start_call(s, role, Request::PostcopyEnd);
+                Self::write(s, role, &wire::postcopy_end_request());
+            }
+            Op::Report(e) => s.log.push((role, e)),
+            Op::ReplyMiss => {
+                let t = s.thread(role);
+                if t.miss_need_reply {
+                    let status = u64::from(t.call_failed);
+                    let words = wire::to_words(&wire::ack_reply(BackendRequest::IotlbMsg, status));
+                    s.backend_channel_replies.extend(words.iter().enumerate().map(|(i, &value)| {
+                        Word { value, owner: role, start: i == 0 }
+                    }));
+                }
+            }
+            Op::JoinFaultThread => {}
+            Op::ScheduleBh => s.bh_pending = true,
+            Op::ReadHeader | Op::ReadPayload | Op::AbortIfFailed(_) => {
+                unreachable!("not a step: {op:?}")
+            }
+        }
+        s.thread_mut(role).pc += 1;
+    }
+
+    fn start_call(s: &mut State, role: ThreadRole, req: Request) {
+        let t = s.thread_mut(role);
+        t.expect = req as u32;
+        t.call_failed = false;
+    }
+
+    /// Takes `n` words of a read; when the read is complete, applies QEMU's checks.
+    fn exec_read(&self, s: &mut State, role: ThreadRole, op: Op, n: usize) {
+        let taken: Vec<Word> = s.to_frontend.drain(..n).collect();
+        if taken.iter().any(|w| w.owner != role) {
+            s.stolen = true;
+        }
+        if op == Op::ReadHeader && s.thread(role).buf.is_empty() && !taken[0].start {
+            s.misframed = true;
+        }
+        s.thread_mut(role).buf.extend(taken);
+        if self.words_wanted(s.thread(role), op) > 0 {
+            return; // read_all loops for the rest
+        }
+        let t = s.thread_mut(role);
+        let own = t.buf.iter().all(|w| w.owner == role)
+            && (op == Op::ReadPayload || t.buf[0].start);
+        let bytes = wire::from_words(&t.buf.iter().map(|w| w.value).collect::<Vec<_>>());
+        t.buf.clear();
+        match op {
+            Op::ReadHeader => {
+                let hdr = Header::from_bytes(&bytes.try_into().expect("12 header bytes"));
+                t.reply_is_own = own;
+                let err = match hdr.validate_reply() {
+                    Ok(()) => None,
+                    Err(wire::WireError::BadFlags { got, .. }) => {
+                        Some(QemuError::ReadHeaderFlags { flags: got })
+                    }
+                    Err(wire::WireError::PayloadTooLarge(size)) => {
+                        Some(QemuError::ReadHeaderSize { size })
+                    }
+                    Err(e) => unreachable!("reply validation gives flags or size errors: {e}"),
+                };
+                if let Some(e) = err {
+                    // vhost_user_read fails without reading the payload.
+                    t.call_failed = true;
+                    t.pc += 2;
+                    s.log.push((role, e));
+                    self.settle(s, role);
+                    return;
+                }
+                t.hdr = Some(hdr);
+                t.pc += 1;
+                if hdr.size == 0 {
+                    self.process_message_reply(s, role, &[]);
+                }
+            }
+            Op::ReadPayload => {
+                t.reply_is_own &= own;
+                self.process_message_reply(s, role, &bytes);
+            }
+            _ => unreachable!("not a read"),
+        }
+    }
+
+    /// `process_message_reply` once the whole reply is in: request code, then ack.
+    fn process_message_reply(&self, s: &mut State, role: ThreadRole, payload: &[u8]) {
+        let t = s.thread_mut(role);
+        let hdr = t.hdr.take().expect("a reply header was read");
+        t.pc += 1; // past ReadPayload
+        let mut logged = None;
+        if hdr.request != t.expect {
+            t.call_failed = true;
+            logged = Some(QemuError::UnexpectedMsgType { expected: t.expect, received: hdr.request });
+        } else {
+            // QEMU reads payload.u64 whatever the size; a short payload reads as 0 here.
+            let mut ack = [0u8; 8];
+            let k = payload.len().min(8);
+            ack[..k].copy_from_slice(&payload[..k]);
+            if u64::from_le_bytes(ack) != 0 {
+                t.call_failed = true;
+            } else if role == ThreadRole::DeviceStart && t.reply_is_own {
+                t.own_acks += 1;
+            }
+        }
+        if role == ThreadRole::DeviceStart && t.call_failed {
+            t.start_failed = true;
+        }
+        if let Some(e) = logged {
+            s.log.push((role, e));
+        }
+        self.settle(s, role);
+    }
+
+    /// The back-end handles the request at the head of the main socket.
+    fn backend_handle(s: &mut State) {
+        let hdr_bytes = wire::from_words(&s.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>());
+        let hdr = Header::from_bytes(&hdr_bytes.try_into().expect("12 bytes"));
+        let len = 3 + (hdr.size as usize).div_ceil(4);
+        let owner = s.to_backend[0].owner;
+        s.to_backend.drain(..len);
+        if hdr.need_reply() {
+            // REPLY_ACK: IOTLB_MSG and POSTCOPY_END are both acknowledged with 0.
+            let words = wire::to_words(&wire::ack_reply(hdr.request, 0));
+            s.to_frontend.extend(
+                words.iter().enumerate().map(|(i, &value)| Word { value, owner, start: i == 0 }),
+            );
+        }
+    }
+
+    /// Whether a whole message of the back-end channel is there (misses are 11 words).
+    fn backend_message_ready(s: &State) -> bool {
+        s.backend_channel.len() >= wire::IOTLB_REQUEST_SIZE / 4
+    }
+}
+
+/// Every property, in matrix column order, with its short column title.
+pub const PROPERTIES: [(&str, &str); 7] = [
+    ("every reply reaches its requester", "reply"),
+    ("no header is read mid-message", "framing"),
+    ("no error is logged", "no log"),
+    ("device start succeeds only on its own acks", "start ok"),
+    ("no deadlock", "deadlock"),
+    ("every thread finishes", "finishes"),
+    ("the channel is usable afterwards", "channel"),
+];
+
+impl Model for ReplyRace {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        let present = self.scenario.threads(self.variant.policy);
+        let mk = |role: ThreadRole| {
+            if !present.contains(&role) {
+                return ThreadState::new(Routine::Absent);
+            }
+            ThreadState::new(match role {
+                ThreadRole::DeviceStart => Routine::Running(PROG_DEVICE_START),
+                ThreadRole::PostcopyListen => Routine::Running(PROG_LISTEN),
+                ThreadRole::MainLoop => Routine::Idle,
+            })
+        };
+        vec![State {
+            threads: ThreadRole::ALL.map(mk),
+            backend: BackendState { misses_sent: 0, awaiting_miss_reply: false },
+            to_backend: Vec::new(),
+            to_frontend: Vec::new(),
+            backend_channel: Vec::new(),
+            backend_channel_replies: Vec::new(),
+            bql: None,
+            mutex: None,
+            bh_pending: false,
+            log: Vec::new(),
+            stolen: false,
+            misframed: false,
+        }]
+    }
+
+    fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        for role in ThreadRole::ALL {
+            let t = s.thread(role);
+            match t.routine {
+                Routine::Running(_) => {
+                    let op = self.current_op(t).expect("settled threads are at an op");
+                    if matches!(op, Op::ReadHeader | Op::ReadPayload) {
+                        let want = self.words_wanted(t, op);
+                        let have = s.to_frontend.len();
+                        if self.scenario.short_reads {
+                            for n in 1..=want.min(have) {
+                                actions.push(Action::Read(role, n as u8));
+                            }
+                        } else if have >= want {
+                            actions.push(Action::Read(role, want as u8));
+                        }
+                    } else if self.step_enabled(s, op) {
+                        actions.push(Action::Step(role));
+                    }
+                }
+                Routine::Idle => {
+                    if s.bql.is_none() {
+                        if Self::backend_message_ready(s) {
+                            actions.push(Action::ServeBackendChannel);
+                        }
+                        if s.bh_pending {
+                            actions.push(Action::RunPostcopyBh);
+                        }
+                    }
+                }
+                Routine::Absent | Routine::Done => {}
+            }
+        }
+        let b = &s.backend;
+        if b.awaiting_miss_reply {
+            if s.backend_channel_replies.len() >= wire::ACK_REPLY_SIZE / 4 {
+                actions.push(Action::BackendReadMissReply);
+            }
+        } else {
+            if !s.to_backend.is_empty() {
+                actions.push(Action::BackendHandle);
+            }
+            if b.misses_sent < self.scenario.backend_misses {
+                actions.push(Action::BackendSendMiss);
+            }
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut s = last.clone();
+        match action {
+            Action::Step(role) => {
+                let op = self.current_op(s.thread(role))?;
+                self.exec_step(&mut s, role, op);
+                self.settle(&mut s, role);
+            }
+            Action::Read(role, n) => {
+                let op = self.current_op(s.thread(role))?;
+                self.exec_read(&mut s, role, op, n as usize);
+            }
+            Action::ServeBackendChannel => {
+                let len = wire::IOTLB_REQUEST_SIZE / 4;
+                let words: Vec<Word> = s.backend_channel.drain(..len).collect();
+                let bytes = wire::from_words(&words.iter().map(|w| w.value).collect::<Vec<_>>());
+                let hdr = Header::from_bytes(&bytes[..12].try_into().expect("12 bytes"));
+                s.bql = Some(ThreadRole::MainLoop);
+                let t = s.thread_mut(ThreadRole::MainLoop);
+                t.miss_need_reply = hdr.need_reply();
+                t.misses_taken += 1;
+                t.routine = Routine::Running(PROG_MISS);
+                t.pc = 0;
+                self.settle(&mut s, ThreadRole::MainLoop);
+            }
+            Action::RunPostcopyBh => {
+                s.bql = Some(ThreadRole::MainLoop);
+                s.bh_pending = false;
+                let t = s.thread_mut(ThreadRole::MainLoop);
+                t.bh_done = true;
+                t.routine = Routine::Running(PROG_BH);
+                t.pc = 0;
+                self.settle(&mut s, ThreadRole::MainLoop);
+            }
+            Action::BackendHandle => Self::backend_handle(&mut s),
+            Action::BackendSendMiss => {
+                let n = s.backend.misses_sent;
+                let need_reply = self.scenario.miss_need_reply;
+                let bytes = wire::backend_iotlb_miss(&Scenario::backend_miss(n), need_reply);
+                s.backend_channel.extend(wire::to_words(&bytes).iter().enumerate().map(
+                    |(i, &value)| Word { value, owner: ThreadRole::MainLoop, start: i == 0 },
+                ));
+                s.backend.misses_sent += 1;
+                s.backend.awaiting_miss_reply = need_reply;
+            }
+            Action::BackendReadMissReply => {
+                s.backend_channel_replies.drain(..wire::ACK_REPLY_SIZE / 4);
+                s.backend.awaiting_miss_reply = false;
+            }
+        }
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always(PROPERTIES[0].0, |_: &ReplyRace, s: &State| !s.stolen),
+            Property::always(PROPERTIES[1].0, |_: &ReplyRace, s: &State| !s.misframed),
+            Property::always(PROPERTIES[2].0, |_: &ReplyRace, s: &State| s.log.is_empty()),
+            Property::always(PROPERTIES[3].0, |m: &ReplyRace, s: &State| {
+                let t = s.thread(ThreadRole::DeviceStart);
+                t.reported_success != Some(true) || t.own_acks == m.scenario.virtqueues
+            }),
+            Property::always(PROPERTIES[4].0, |m: &ReplyRace, s: &State| s.all_done() || !m.is_stuck(s)),
+            Property::eventually(PROPERTIES[5].0, |_: &ReplyRace, s: &State| s.all_done()),
+            Property::always(PROPERTIES[6].0, |m: &ReplyRace, s: &State| {
+                !(s.all_done() && m.is_stuck(s)) || s.streams_empty()
+            }),
+        ]
+    }
+
+    fn format_step(&self, last: &State, action: Action) -> Option<String> {
+        Some(trace::describe(self, last, action))
+    }
+}
+
+impl ReplyRace {
+    /// Whether nothing can move in `s`.
+    pub fn is_stuck(&self, s: &State) -> bool {
+        let mut a = Vec::new();
+        self.actions(s, &mut a);
+        a.is_empty()
+    }
+}

@@ -1,0 +1,210 @@
+//! The command line: subcommands, scenario flags shared by all of them, and
+//! the dispatch to the model (check, trace, explore) and the reference (run,
+//! backend).
+//!
+//! Leaves out: configuration files; every knob is a flag.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use model::verdict::{self, CheckOptions, Verdict};
+use model::{ReplyRace, PROPERTIES};
+use reference::scenario::{Scenario, Variant};
+
+use crate::output;
+
+/// Model-checks the vhost-user reply race between QEMU's device-start,
+/// postcopy-listen and main-loop threads sharing one socket.
+#[derive(Parser, Debug)]
+#[command(name = "vhost-race", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Scenario of the default matrix run.
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// Print JSON instead of text (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Checker threads (1 gives shortest, reproducible counterexamples).
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check one variant exhaustively and print its row and counterexamples.
+    Check {
+        /// Variant, e.g. qemu-9.1, mutex, bql-listen+fail-start.
+        #[arg(long)]
+        variant: Variant,
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+    },
+    /// Print the shortest counterexample of one property for one variant.
+    Trace {
+        /// Variant.
+        #[arg(long)]
+        variant: Variant,
+        /// Property name (as in the matrix) or its column title.
+        #[arg(long)]
+        property: String,
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+    },
+    /// Serve stateright's Explorer web UI on a loopback address.
+    Explore {
+        /// Variant.
+        #[arg(long)]
+        variant: Variant,
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: SocketAddr,
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+    },
+}
+
+/// The scenario knobs, one flag each.
+#[derive(Args, Debug, Clone)]
+struct ScenarioArgs {
+    /// IOTLB updates device start sends (one per virtqueue).
+    #[arg(long, default_value_t = 2)]
+    virtqueues: u8,
+    /// Leave the device-start thread out.
+    #[arg(long)]
+    no_device_start: bool,
+    /// Device start runs without the BQL (e.g. a path outside the main loop).
+    #[arg(long)]
+    device_start_without_bql: bool,
+    /// Leave postcopy end (POSTCOPY_END) out.
+    #[arg(long)]
+    no_postcopy_end: bool,
+    /// BACKEND_IOTLB_MSG misses the back-end sends.
+    #[arg(long, default_value_t = 1)]
+    misses: u8,
+    /// Misses carry NEED_REPLY and the back-end waits for the answer.
+    #[arg(long)]
+    miss_need_reply: bool,
+    /// Reads may return fewer bytes than asked (read_all loops).
+    #[arg(long)]
+    short_reads: bool,
+}
+
+impl ScenarioArgs {
+    fn scenario(&self) -> Result<Scenario> {
+        let s = Scenario {
+            device_start: !self.no_device_start,
+            virtqueues: self.virtqueues,
+            device_start_holds_bql: !self.device_start_without_bql,
+            postcopy_end: !self.no_postcopy_end,
+            backend_misses: self.misses,
+            miss_need_reply: self.miss_need_reply,
+            short_reads: self.short_reads,
+        };
+        s.validate().context("invalid scenario")?;
+        Ok(s)
+    }
+}
+
+/// Unique states past which a check is refused as too large for memory
+/// (about 2 KiB a state in stateright's tables: 24 GiB holds ~10 million).
+const MAX_STATES: usize = 8_000_000;
+
+fn options(cli_threads: u16, progress: bool) -> CheckOptions {
+    CheckOptions { threads: cli_threads as usize, progress, max_states: Some(MAX_STATES) }
+}
+
+fn checked(v: Verdict) -> Result<Verdict> {
+    if !v.complete {
+        bail!(
+            "scenario too large: {} stopped after {} unique states (the bound for this machine's memory); \
+             use fewer virtqueues or misses",
+            v.variant,
+            v.unique_states
+        );
+    }
+    Ok(v)
+}
+
+/// Runs the command line; the exit code is 0 when the command did what it was asked
+/// (a ✗ in the matrix is a finding, not a failure).
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        None => {
+            let scenario = cli.scenario.scenario()?;
+            let mut rows = Vec::new();
+            for variant in Variant::all() {
+                eprintln!("checking {variant} ...");
+                rows.push(checked(verdict::check(variant, scenario, &options(cli.threads, true)))?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", output::matrix(&scenario, &rows));
+                print!("{}", output::counterexamples(&rows));
+            }
+        }
+        Some(Command::Check { variant, scenario }) => {
+            let scenario = scenario.scenario()?;
+            let row = checked(verdict::check(variant, scenario, &options(cli.threads, true)))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&row)?);
+            } else {
+                let rows = [row];
+                print!("{}", output::matrix(&scenario, &rows));
+                print!("{}", output::counterexamples(&rows));
+            }
+        }
+        Some(Command::Trace { variant, property, scenario }) => {
+            let scenario = scenario.scenario()?;
+            let Some(&(name, _)) =
+                PROPERTIES.iter().find(|(name, title)| *name == property || *title == property)
+            else {
+                let known: Vec<String> =
+                    PROPERTIES.iter().map(|(n, t)| format!("'{n}' ({t})")).collect();
+                bail!("unknown property '{property}'; known: {}", known.join(", "));
+            };
+            let row = checked(verdict::check(variant, scenario, &options(cli.threads, true)))?;
+            let p = row.property(name).expect("every property has a verdict");
+            let model = ReplyRace::new(variant, scenario);
+            if json {
+                let steps = p.counterexample.as_deref().map(|a| model::trace::steps(&model, a));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "variant": variant.to_string(),
+                        "property": name,
+                        "holds": p.holds,
+                        "actions": p.counterexample,
+                        "steps": steps,
+                    }))?
+                );
+            } else {
+                match &p.counterexample {
+                    None => println!(
+                        "{variant}: \"{name}\" holds in all {} reachable states.",
+                        row.unique_states
+                    ),
+                    Some(actions) => {
+                        println!("{variant}: \"{name}\" fails; shortest counterexample:\n");
+                        print!("{}", model::trace::render(&model, actions));
+                    }
+                }
+            }
+        }
+        Some(Command::Explore { variant, addr, scenario }) => {
+            if !addr.ip().is_loopback() {
+                bail!("the Explorer serves on loopback addresses only, not {addr}");
+            }
+            let scenario = scenario.scenario()?;
+            eprintln!("Explorer for {variant} on http://{addr}/ (Ctrl-C to stop)");
+            use stateright::Model as _;
+            ReplyRace::new(variant, scenario).checker().serve(addr);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

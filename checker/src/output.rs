@@ -1,0 +1,90 @@
+//! Text output: the verdict matrix (variants as rows, properties as
+//! columns) and the counterexample diagrams under it.
+//!
+//! Leaves out: JSON, which is the verdicts serialised as they are.
+
+use std::fmt::Write as _;
+
+use model::verdict::Verdict;
+use model::{ReplyRace, PROPERTIES};
+use reference::scenario::Scenario;
+
+/// One-line description of a scenario.
+pub fn describe_scenario(s: &Scenario) -> String {
+    let mut parts = Vec::new();
+    if s.device_start {
+        parts.push(format!(
+            "device start: {} IOTLB update{}{}",
+            s.virtqueues,
+            if s.virtqueues == 1 { "" } else { "s" },
+            if s.device_start_holds_bql { " under the BQL" } else { " without the BQL" }
+        ));
+    }
+    if s.postcopy_end {
+        parts.push("postcopy end".to_string());
+    }
+    if s.backend_misses > 0 {
+        parts.push(format!(
+            "{} back-end miss{} {}",
+            s.backend_misses,
+            if s.backend_misses == 1 { "" } else { "es" },
+            if s.miss_need_reply { "with NEED_REPLY" } else { "without NEED_REPLY" }
+        ));
+    }
+    if s.short_reads {
+        parts.push("short reads".to_string());
+    }
+    parts.join(", ")
+}
+
+/// The matrix, with a legend of the column titles.
+pub fn matrix(scenario: &Scenario, rows: &[Verdict]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Scenario: {}\n", describe_scenario(scenario));
+    let _ = write!(out, "{:<28}", "variant");
+    for (_, title) in PROPERTIES {
+        let _ = write!(out, " {title:>8}");
+    }
+    let _ = writeln!(out, " {:>10} {:>6} {:>8}", "states", "depth", "seconds");
+    for row in rows {
+        let _ = write!(out, "{:<28}", row.variant.to_string());
+        for p in &row.properties {
+            let _ = write!(out, " {:>8}", if p.holds { "✓" } else { "✗" });
+        }
+        let _ = writeln!(out, " {:>10} {:>6} {:>8.2}", row.unique_states, row.max_depth, row.seconds);
+    }
+    let _ = writeln!(out, "\nColumns:");
+    for (name, title) in PROPERTIES {
+        let _ = writeln!(out, "  {title:>8}  {name}");
+    }
+    out
+}
+
+/// Every ✗'s shortest counterexample, each diagram printed once per variant
+/// with the list of properties it breaks.
+pub fn counterexamples(rows: &[Verdict]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let model = ReplyRace::new(row.variant, row.scenario);
+        let mut shown: Vec<(&Vec<model::Action>, Vec<&str>)> = Vec::new();
+        for p in &row.properties {
+            if let Some(ce) = &p.counterexample {
+                match shown.iter_mut().find(|(a, _)| *a == ce) {
+                    Some((_, names)) => names.push(p.name),
+                    None => shown.push((ce, vec![p.name])),
+                }
+            }
+        }
+        for (actions, names) in shown {
+            let _ = writeln!(
+                out,
+                "\n=== {}: counterexample to \"{}\" ({} steps)\n",
+                row.variant,
+                names.join("\", \""),
+                actions.len()
+            );
+            out.push_str(&model::trace::render(&model, actions));
+        }
+    }
+    out
+}

@@ -1,0 +1,289 @@
+//! Counterexamples as people read them: one column per thread, each step in
+//! its thread's column in order (the two-thread race diagram of a bug
+//! report), followed by the log the interleaving makes QEMU print.
+//!
+//! Leaves out: states between steps (the Explorer shows those) and colour.
+
+use std::fmt::Write as _;
+
+use reference::qemu_log::LogLine;
+use reference::scenario::ThreadRole;
+use reference::wire::{self, Header, Request};
+use stateright::Model;
+
+use crate::{Action, Op, ReplyRace, State};
+
+/// A column of the diagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Column {
+    /// A front-end thread.
+    Thread(ThreadRole),
+    /// The vhost-user back-end.
+    Backend,
+}
+
+impl Column {
+    /// Title of the column.
+    pub fn title(self) -> &'static str {
+        match self {
+            Column::Thread(r) => r.name(),
+            Column::Backend => "back-end",
+        }
+    }
+}
+
+/// One step of a counterexample.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    /// Who moved.
+    pub column: Column,
+    /// What it did.
+    pub text: String,
+    /// The lines QEMU logged in this step.
+    pub logged: Vec<LogLine>,
+}
+
+/// Who moves in `action`.
+pub fn column(action: Action) -> Column {
+    match action {
+        Action::Step(r) | Action::Read(r, _) => Column::Thread(r),
+        Action::ServeBackendChannel | Action::RunPostcopyBh => Column::Thread(ThreadRole::MainLoop),
+        Action::BackendHandle | Action::BackendSendMiss | Action::BackendReadMissReply => {
+            Column::Backend
+        }
+    }
+}
+
+fn request_name(code: u32) -> String {
+    match Request::try_from(code) {
+        Ok(r) => r.c_name().trim_start_matches("VHOST_USER_").to_string(),
+        Err(_) => format!("request {code}"),
+    }
+}
+
+fn words_hex(words: &[crate::Word]) -> String {
+    words.iter().map(|w| format!("{:x}", w.value)).collect::<Vec<_>>().join(" ")
+}
+
+/// The log lines of `state`, as QEMU prints them.
+pub fn log_lines(state: &State) -> Vec<LogLine> {
+    state.log.iter().map(|&(role, e)| LogLine::from_thread(role.tid(), e)).collect()
+}
+
+/// A one-line description of `action` taken in `last`.
+pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
+    match action {
+        Action::Step(role) => {
+            let op = model.current_op(last.thread(role)).expect("a step has an op");
+            match op {
+                Op::AcquireBql => "take BQL".into(),
+                Op::ReleaseBql => "release BQL".into(),
+                Op::AcquireMutex => "take request/reply mutex".into(),
+                Op::ReleaseMutex => "release request/reply mutex".into(),
+                Op::WriteIotlbUpdate(vq) => format!("write IOTLB_MSG update vq {vq}"),
+                Op::WriteMissAnswer => "write IOTLB_MSG answer to miss".into(),
+                Op::WritePostcopyEnd => "write POSTCOPY_END".into(),
+                Op::Report(e) => format!("{} reports the failure", e.function()),
+                Op::ReplyMiss => "reply on back-end channel".into(),
+                Op::JoinFaultThread => "join fault thread".into(),
+                Op::ScheduleBh => "schedule postcopy cleanup BH".into(),
+                Op::ReadHeader | Op::ReadPayload | Op::AbortIfFailed(_) => format!("{op:?}"),
+            }
+        }
+        Action::Read(role, n) => {
+            let t = last.thread(role);
+            let op = model.current_op(t).expect("a read has an op");
+            let n = n as usize;
+            let taken = &last.to_frontend[..n];
+            let what = if op == Op::ReadHeader { "header" } else { "payload" };
+            let mut all = t.buf.clone();
+            all.extend_from_slice(taken);
+            let foreign: Vec<&str> =
+                taken.iter().filter(|w| w.owner != role).map(|w| w.owner.name()).collect();
+            let mut s = format!("read {what} [{}]", words_hex(&all));
+            if op == Op::ReadHeader && model.words_wanted(t, op) == n {
+                let bytes = wire::from_words(&all.iter().map(|w| w.value).collect::<Vec<_>>());
+                let h = Header::from_bytes(&bytes.try_into().expect("12 bytes"));
+                if h.flags == wire::REPLY_FLAGS {
+                    let _ = write!(s, " = {} reply", request_name(h.request));
+                } else {
+                    let _ = write!(s, " flags 0x{:x}", h.flags);
+                }
+            } else if model.words_wanted(t, op) > n {
+                let _ = write!(s, " (short read)");
+            }
+            if let Some(first) = foreign.first() {
+                let _ = write!(s, " <- {first}'s");
+            }
+            s
+        }
+        Action::ServeBackendChannel => {
+            let need = last
+                .backend_channel
+                .get(1)
+                .is_some_and(|w| w.value & wire::NEED_REPLY_MASK != 0);
+            format!("take BQL, read BACKEND_IOTLB_MSG miss{}", if need { " (NEED_REPLY)" } else { "" })
+        }
+        Action::RunPostcopyBh => "take BQL, run postcopy cleanup BH".into(),
+        Action::BackendHandle => {
+            let h = Header::from_bytes(
+                &wire::from_words(&last.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>())
+                    .try_into()
+                    .expect("12 bytes"),
+            );
+            let name = request_name(h.request);
+            if h.need_reply() {
+                format!("handle {name} from {}, reply ack 0", last.to_backend[0].owner.name())
+            } else {
+                format!("handle {name}")
+            }
+        }
+        Action::BackendSendMiss => format!(
+            "send BACKEND_IOTLB_MSG miss{}",
+            if model.scenario.miss_need_reply { " (NEED_REPLY), wait" } else { "" }
+        ),
+        Action::BackendReadMissReply => "read reply to miss".into(),
+    }
+}
+
+/// The steps of a path given as its actions from the initial state.
+pub fn steps(model: &ReplyRace, actions: &[Action]) -> Vec<Step> {
+    let mut state = model.init_states().remove(0);
+    let mut out = Vec::with_capacity(actions.len());
+    for &a in actions {
+        let text = describe(model, &state, a);
+        let next = model.next_state(&state, a).expect("actions of a path are enabled");
+        let logged = log_lines(&next)[state.log.len()..].to_vec();
+        out.push(Step { column: column(a), text, logged });
+        state = next;
+    }
+    out
+}
+
+/// The final state of a path.
+pub fn final_state(model: &ReplyRace, actions: &[Action]) -> State {
+    let mut state = model.init_states().remove(0);
+    for &a in actions {
+        state = model.next_state(&state, a).expect("actions of a path are enabled");
+    }
+    state
+}
+
+/// What each unfinished thread waits for in a stuck state.
+pub fn blocked_on(model: &ReplyRace, s: &State) -> Vec<String> {
+    let mut out = Vec::new();
+    for role in ThreadRole::ALL {
+        let t = s.thread(role);
+        let why = match t.routine {
+            crate::Routine::Running(_) => match model.current_op(t) {
+                Some(Op::AcquireBql) => format!("waits for the BQL held by {}", holder(s.bql)),
+                Some(Op::AcquireMutex) => {
+                    format!("waits for the request/reply mutex held by {}", holder(s.mutex))
+                }
+                Some(op @ (Op::ReadHeader | Op::ReadPayload)) => format!(
+                    "blocked in read_all: wants {} more bytes, the socket has {}",
+                    4 * model.words_wanted(t, op),
+                    4 * s.to_frontend.len()
+                ),
+                Some(op) => format!("at {op:?}"),
+                None => continue,
+            },
+            crate::Routine::Idle => {
+                let mut w = String::from("idle in the main loop");
+                if s.bql.is_some() && (!s.backend_channel.is_empty() || s.bh_pending) {
+                    let _ = write!(w, ", its work waits for the BQL held by {}", holder(s.bql));
+                } else {
+                    let _ = write!(w, ", waiting for a back-end message");
+                }
+                w
+            }
+            _ => continue,
+        };
+        out.push(format!("{}: {why}", role.name()));
+    }
+    if s.backend.awaiting_miss_reply {
+        out.push("back-end: waits for the answer to its miss on the back-end channel".into());
+    }
+    out
+}
+
+fn holder(h: Option<ThreadRole>) -> &'static str {
+    h.map_or("nobody", |r| r.name())
+}
+
+/// The diagram: one column per thread that moves, steps in order, then the log.
+pub fn render(model: &ReplyRace, actions: &[Action]) -> String {
+    const WIDTH: usize = 30;
+    let steps = steps(model, actions);
+    let mut columns: Vec<Column> = ThreadRole::ALL
+        .into_iter()
+        .filter(|r| model.scenario.threads(model.variant.policy).contains(r))
+        .map(Column::Thread)
+        .collect();
+    columns.push(Column::Backend);
+    let mut out = String::new();
+    let _ = write!(out, "     ");
+    for c in &columns {
+        let _ = write!(out, "| {:<WIDTH$}", c.title());
+    }
+    out.push('\n');
+    let _ = writeln!(out, "-----{}", format!("+{}", "-".repeat(WIDTH + 1)).repeat(columns.len()));
+    for (i, step) in steps.iter().enumerate() {
+        let col = columns.iter().position(|&c| c == step.column).unwrap_or(0);
+        let mut lines = wrap(&step.text, WIDTH);
+        for l in &step.logged {
+            lines.extend(wrap(&format!("! {}", l.error), WIDTH));
+        }
+        for (j, line) in lines.iter().enumerate() {
+            if j == 0 {
+                let _ = write!(out, "{:>4} ", i + 1);
+            } else {
+                let _ = write!(out, "     ");
+            }
+            for k in 0..columns.len() {
+                let cell = if k == col { line.as_str() } else { "" };
+                let _ = write!(out, "| {cell:<WIDTH$}");
+            }
+            out.push('\n');
+        }
+    }
+    let last = final_state(model, actions);
+    if model.is_stuck(&last) && !last.all_done() {
+        let _ = writeln!(out, "\nstuck: nothing can move:");
+        for b in blocked_on(model, &last) {
+            let _ = writeln!(out, "  {b}");
+        }
+    } else if last.all_done() && !last.streams_empty() {
+        let _ = writeln!(
+            out,
+            "\nall threads done; left on the socket: {} reply bytes (the stream is out of alignment)",
+            4 * last.to_frontend.len()
+        );
+    }
+    let log = log_lines(&last);
+    if log.is_empty() {
+        let _ = writeln!(out, "\nQEMU logs nothing.");
+    } else {
+        let _ = writeln!(out, "\nQEMU log:");
+        for l in log {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    out
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        if !cur.is_empty() && cur.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    lines.push(cur);
+    lines
+}
