@@ -54,6 +54,8 @@ enum Command {
         #[command(flatten)]
         scenario: ScenarioArgs,
     },
+    /// Find the interleaving (and variant) that produces a QEMU log, or rule variants out.
+    Explain(crate::explain::ExplainArgs),
     /// Serve stateright's Explorer web UI on a loopback address.
     Explore {
         /// Variant.
@@ -69,7 +71,7 @@ enum Command {
 
 /// The scenario knobs, one flag each.
 #[derive(Args, Debug, Clone)]
-struct ScenarioArgs {
+pub struct ScenarioArgs {
     /// IOTLB updates device start sends (one per virtqueue).
     #[arg(long, default_value_t = 2)]
     virtqueues: u8,
@@ -94,7 +96,8 @@ struct ScenarioArgs {
 }
 
 impl ScenarioArgs {
-    fn scenario(&self) -> Result<Scenario> {
+    /// The scenario these flags describe, validated.
+    pub fn scenario(&self) -> Result<Scenario> {
         let s = Scenario {
             device_start: !self.no_device_start,
             virtqueues: self.virtqueues,
@@ -109,9 +112,9 @@ impl ScenarioArgs {
     }
 }
 
-/// Unique states past which a check is refused as too large for memory
-/// (about 2 KiB a state in stateright's tables: 24 GiB holds ~10 million).
-const MAX_STATES: usize = 8_000_000;
+/// Generated states (duplicates included) past which a check is refused as too large for memory
+/// (measured: ~1.3 KiB per unique state, ~2.5 generated per unique: ~16 GiB at the bound).
+const MAX_STATES: usize = 30_000_000;
 
 fn options(cli_threads: u16, progress: bool) -> CheckOptions {
     CheckOptions { threads: cli_threads as usize, progress, max_states: Some(MAX_STATES) }
@@ -196,6 +199,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Some(Command::Explain(args)) => return crate::explain::run(args, json),
         Some(Command::Explore { variant, addr, scenario }) => {
             if !addr.ip().is_loopback() {
                 bail!("the Explorer serves on loopback addresses only, not {addr}");

@@ -6,6 +6,7 @@
 //! crates; all logic lives there.
 
 mod cli;
+mod explain;
 mod output;
 
 use std::process::ExitCode;

@@ -52,6 +52,7 @@ use reference::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
 use reference::wire::{self, BackendRequest, Header, Request};
 use stateright::{Model, Property};
 
+pub mod explain;
 pub mod trace;
 pub mod verdict;
 

@@ -1,0 +1,1 @@
+//! Placeholder: explain a QEMU log (being written).
