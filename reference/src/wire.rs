@@ -173,7 +173,7 @@ pub enum WireError {
 }
 
 /// The 12-byte message header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Header {
     /// Request code (front-end or back-end channel, by context).
     pub request: u32,
@@ -374,13 +374,138 @@ pub fn ack_reply(request: impl Into<u32>, status: u64) -> Vec<u8> {
 /// The stream as 4-byte little-endian words (all messages here are
 /// word-multiples); the model's socket granularity.
 pub fn to_words(bytes: &[u8]) -> Vec<u32> {
-    assert!(bytes.len() % 4 == 0, "vhost-user messages here are whole words");
+    assert!(bytes.len().is_multiple_of(4), "vhost-user messages here are whole words");
     bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
 }
 
 /// Words back to bytes, as a reader would see them.
 pub fn from_words(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Size of one `VhostUserMemoryRegion` on the wire.
+pub const MEM_REGION_SIZE: usize = 32;
+/// Size of `struct vhost_vring_state` (index u32, num u32).
+pub const VRING_STATE_SIZE: usize = 8;
+/// Size of `struct vhost_vring_addr` (index, flags u32; desc, used, avail, log u64).
+pub const VRING_ADDR_SIZE: usize = 40;
+
+/// One region of a SET_MEM_TABLE payload (`VhostUserMemoryRegion`); its
+/// memory arrives as the message's file descriptor of the same index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemoryRegion {
+    /// Guest physical address of the region.
+    pub guest_phys_addr: u64,
+    /// Length in bytes.
+    pub memory_size: u64,
+    /// Where the front-end has it mapped (what IOTLB `uaddr`s point into).
+    pub userspace_addr: u64,
+    /// Offset of the region in its file descriptor.
+    pub mmap_offset: u64,
+}
+
+impl MemoryRegion {
+    /// The SET_MEM_TABLE payload (`VhostUserMemory`): `nregions` u32, padding
+    /// u32, then the regions.
+    pub fn table_to_bytes(regions: &[MemoryRegion]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8 + regions.len() * MEM_REGION_SIZE);
+        b.extend_from_slice(&(regions.len() as u32).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for r in regions {
+            for v in [r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Decodes and size-checks a SET_MEM_TABLE payload.
+    pub fn table_from_bytes(b: &[u8]) -> Result<Vec<MemoryRegion>, WireError> {
+        if b.len() < 8 {
+            return Err(WireError::PayloadSize { got: b.len(), expected: 8 });
+        }
+        let n = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
+        let expected = 8 + n.min(MAX_FDS + 1) * MEM_REGION_SIZE;
+        if n > MAX_FDS || b.len() != expected {
+            return Err(WireError::PayloadSize { got: b.len(), expected });
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Ok((0..n)
+            .map(|i| {
+                let o = 8 + i * MEM_REGION_SIZE;
+                MemoryRegion {
+                    guest_phys_addr: u64_at(o),
+                    memory_size: u64_at(o + 8),
+                    userspace_addr: u64_at(o + 16),
+                    mmap_offset: u64_at(o + 24),
+                }
+            })
+            .collect())
+    }
+}
+
+/// `struct vhost_vring_state` bytes (SET_VRING_NUM, SET_VRING_BASE).
+pub fn vring_state_to_bytes(index: u32, num: u32) -> [u8; VRING_STATE_SIZE] {
+    let mut b = [0u8; VRING_STATE_SIZE];
+    b[0..4].copy_from_slice(&index.to_le_bytes());
+    b[4..8].copy_from_slice(&num.to_le_bytes());
+    b
+}
+
+/// Decodes `struct vhost_vring_state` into `(index, num)`.
+pub fn vring_state_from_bytes(b: &[u8]) -> Result<(u32, u32), WireError> {
+    if b.len() != VRING_STATE_SIZE {
+        return Err(WireError::PayloadSize { got: b.len(), expected: VRING_STATE_SIZE });
+    }
+    let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    Ok((w(0), w(4)))
+}
+
+/// `struct vhost_vring_addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VringAddr {
+    /// Virtqueue index.
+    pub index: u32,
+    /// `VHOST_VRING_F_LOG` or 0.
+    pub flags: u32,
+    /// Descriptor table address (an IOVA when the device has an IOMMU).
+    pub desc: u64,
+    /// Used ring address.
+    pub used: u64,
+    /// Available ring address.
+    pub avail: u64,
+    /// Log address.
+    pub log: u64,
+}
+
+impl VringAddr {
+    /// The 40 payload bytes.
+    pub fn to_bytes(&self) -> [u8; VRING_ADDR_SIZE] {
+        let mut b = [0u8; VRING_ADDR_SIZE];
+        b[0..4].copy_from_slice(&self.index.to_le_bytes());
+        b[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        for (i, v) in [self.desc, self.used, self.avail, self.log].into_iter().enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes the 40 payload bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, WireError> {
+        if b.len() != VRING_ADDR_SIZE {
+            return Err(WireError::PayloadSize { got: b.len(), expected: VRING_ADDR_SIZE });
+        }
+        let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let d = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Ok(VringAddr {
+            index: w(0),
+            flags: w(4),
+            desc: d(8),
+            used: d(16),
+            avail: d(24),
+            log: d(32),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,820 @@
+//! Pins the model's findings: every variant's verdict row (with its exact
+//! unique-state count and depth) on the default scenario and on the scenarios
+//! that change the answer, and every counterexample of the default matrix,
+//! replayed with stateright's `assert_discovery`. A change in the model shows
+//! up here first.
+
+use model::verdict::{check, CheckOptions, Verdict};
+use model::Action::{self, *};
+use model::{ReplyRace, PROPERTIES};
+use reference::scenario::{Scenario, ThreadRole::*, Variant};
+use stateright::{Checker, Model};
+
+fn verdict(variant: &str, scenario: Scenario) -> Verdict {
+    check(variant.parse().unwrap(), scenario, &CheckOptions::default())
+}
+
+/// Asserts a whole row: which properties hold, unique states, depth.
+fn assert_row(variant: &str, scenario: Scenario, holds: [bool; 7], states: usize, depth: usize) {
+    let v = verdict(variant, scenario);
+    assert!(v.complete);
+    let got: Vec<bool> = v.properties.iter().map(|p| p.holds).collect();
+    assert_eq!(got, holds, "{variant}: verdicts in PROPERTIES order");
+    assert_eq!(v.unique_states, states, "{variant}: unique states");
+    assert_eq!(v.max_depth, depth, "{variant}: depth");
+}
+
+/// Asserts that `actions` is the shortest counterexample the checker reports
+/// for `property`, and that stateright accepts it as a discovery.
+fn assert_counterexample(
+    variant: &str,
+    scenario: Scenario,
+    property: &'static str,
+    actions: Vec<Action>,
+) {
+    let v = verdict(variant, scenario);
+    let p = v.property(property).unwrap();
+    assert!(!p.holds);
+    assert_eq!(p.counterexample.as_ref(), Some(&actions), "{variant}: {property}");
+    let model = ReplyRace::new(variant.parse::<Variant>().unwrap(), scenario);
+    let checker = model.checker().spawn_bfs().join();
+    checker.assert_discovery(property, actions);
+}
+
+#[test]
+fn row_default_qemu_9_1() {
+    assert_row(
+        "qemu-9.1",
+        Scenario::default(),
+        [false, false, false, false, true, true, false],
+        3_465,
+        26,
+    );
+}
+
+#[test]
+fn row_default_qemu_9_1_fail_start() {
+    assert_row(
+        "qemu-9.1+fail-start",
+        Scenario::default(),
+        [false, false, false, false, true, true, false],
+        1_980,
+        26,
+    );
+}
+
+#[test]
+fn row_default_mutex() {
+    assert_row("mutex", Scenario::default(), [true, true, true, true, true, true, true], 288, 32);
+}
+
+#[test]
+fn row_default_mutex_fail_start() {
+    assert_row(
+        "mutex+fail-start",
+        Scenario::default(),
+        [true, true, true, true, true, true, true],
+        288,
+        32,
+    );
+}
+
+#[test]
+fn row_default_bql_listen() {
+    assert_row(
+        "bql-listen",
+        Scenario::default(),
+        [true, true, true, true, true, true, true],
+        126,
+        26,
+    );
+}
+
+#[test]
+fn row_default_bql_listen_fail_start() {
+    assert_row(
+        "bql-listen+fail-start",
+        Scenario::default(),
+        [true, true, true, true, true, true, true],
+        126,
+        26,
+    );
+}
+
+#[test]
+fn row_default_bql_postcopy_end() {
+    assert_row(
+        "bql-postcopy-end",
+        Scenario::default(),
+        [true, true, true, true, true, true, true],
+        165,
+        26,
+    );
+}
+
+#[test]
+fn row_default_bql_postcopy_end_fail_start() {
+    assert_row(
+        "bql-postcopy-end+fail-start",
+        Scenario::default(),
+        [true, true, true, true, true, true, true],
+        165,
+        26,
+    );
+}
+
+#[test]
+fn row_default_qemu_10_2() {
+    assert_row(
+        "qemu-10.2",
+        Scenario::default(),
+        [true, true, true, true, true, true, true],
+        221,
+        27,
+    );
+}
+
+#[test]
+fn row_default_qemu_10_2_fail_start() {
+    assert_row(
+        "qemu-10.2+fail-start",
+        Scenario::default(),
+        [true, true, true, true, true, true, true],
+        221,
+        27,
+    );
+}
+
+#[test]
+fn row_need_reply_qemu_9_1() {
+    assert_row(
+        "qemu-9.1",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [false, false, false, false, false, false, false],
+        1_808,
+        27,
+    );
+}
+
+#[test]
+fn row_need_reply_qemu_9_1_fail_start() {
+    assert_row(
+        "qemu-9.1+fail-start",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [false, false, false, false, false, false, false],
+        844,
+        27,
+    );
+}
+
+#[test]
+fn row_need_reply_mutex() {
+    assert_row(
+        "mutex",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        168,
+        26,
+    );
+}
+
+#[test]
+fn row_need_reply_mutex_fail_start() {
+    assert_row(
+        "mutex+fail-start",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        168,
+        26,
+    );
+}
+
+#[test]
+fn row_need_reply_bql_listen() {
+    assert_row(
+        "bql-listen",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        76,
+        21,
+    );
+}
+
+#[test]
+fn row_need_reply_bql_listen_fail_start() {
+    assert_row(
+        "bql-listen+fail-start",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        76,
+        21,
+    );
+}
+
+#[test]
+fn row_need_reply_bql_postcopy_end() {
+    assert_row(
+        "bql-postcopy-end",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        98,
+        21,
+    );
+}
+
+#[test]
+fn row_need_reply_bql_postcopy_end_fail_start() {
+    assert_row(
+        "bql-postcopy-end+fail-start",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        98,
+        21,
+    );
+}
+
+#[test]
+fn row_need_reply_qemu_10_2() {
+    assert_row(
+        "qemu-10.2",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        124,
+        22,
+    );
+}
+
+#[test]
+fn row_need_reply_qemu_10_2_fail_start() {
+    assert_row(
+        "qemu-10.2+fail-start",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        [true, true, true, true, false, false, true],
+        124,
+        22,
+    );
+}
+
+#[test]
+fn row_no_bql_qemu_9_1() {
+    assert_row(
+        "qemu-9.1",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        93_410,
+        25,
+    );
+}
+
+#[test]
+fn row_no_bql_qemu_9_1_fail_start() {
+    assert_row(
+        "qemu-9.1+fail-start",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        21_635,
+        24,
+    );
+}
+
+#[test]
+fn row_no_bql_mutex() {
+    assert_row(
+        "mutex",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        369,
+        30,
+    );
+}
+
+#[test]
+fn row_no_bql_mutex_fail_start() {
+    assert_row(
+        "mutex+fail-start",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        369,
+        30,
+    );
+}
+
+#[test]
+fn row_no_bql_bql_listen() {
+    assert_row(
+        "bql-listen",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        7_569,
+        27,
+    );
+}
+
+#[test]
+fn row_no_bql_bql_listen_fail_start() {
+    assert_row(
+        "bql-listen+fail-start",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        2_375,
+        26,
+    );
+}
+
+#[test]
+fn row_no_bql_bql_postcopy_end() {
+    assert_row(
+        "bql-postcopy-end",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        7_870,
+        27,
+    );
+}
+
+#[test]
+fn row_no_bql_bql_postcopy_end_fail_start() {
+    assert_row(
+        "bql-postcopy-end+fail-start",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        2_579,
+        26,
+    );
+}
+
+#[test]
+fn row_no_bql_qemu_10_2() {
+    assert_row(
+        "qemu-10.2",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        8_282,
+        28,
+    );
+}
+
+#[test]
+fn row_no_bql_qemu_10_2_fail_start() {
+    assert_row(
+        "qemu-10.2+fail-start",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        [false, false, false, false, true, true, false],
+        2_850,
+        27,
+    );
+}
+
+#[test]
+fn row_short_qemu_9_1() {
+    assert_row(
+        "qemu-9.1",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [false, false, false, false, false, false, false],
+        115_139,
+        35,
+    );
+}
+
+#[test]
+fn row_short_qemu_9_1_fail_start() {
+    assert_row(
+        "qemu-9.1+fail-start",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [false, false, false, false, false, false, false],
+        33_939,
+        32,
+    );
+}
+
+#[test]
+fn row_short_mutex() {
+    assert_row(
+        "mutex",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        423,
+        32,
+    );
+}
+
+#[test]
+fn row_short_mutex_fail_start() {
+    assert_row(
+        "mutex+fail-start",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        423,
+        32,
+    );
+}
+
+#[test]
+fn row_short_bql_listen() {
+    assert_row(
+        "bql-listen",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        192,
+        26,
+    );
+}
+
+#[test]
+fn row_short_bql_listen_fail_start() {
+    assert_row(
+        "bql-listen+fail-start",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        192,
+        26,
+    );
+}
+
+#[test]
+fn row_short_bql_postcopy_end() {
+    assert_row(
+        "bql-postcopy-end",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        255,
+        26,
+    );
+}
+
+#[test]
+fn row_short_bql_postcopy_end_fail_start() {
+    assert_row(
+        "bql-postcopy-end+fail-start",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        255,
+        26,
+    );
+}
+
+#[test]
+fn row_short_qemu_10_2() {
+    assert_row(
+        "qemu-10.2",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        341,
+        27,
+    );
+}
+
+#[test]
+fn row_short_qemu_10_2_fail_start() {
+    assert_row(
+        "qemu-10.2+fail-start",
+        Scenario { short_reads: true, ..Scenario::default() },
+        [true, true, true, true, true, true, true],
+        341,
+        27,
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_every_reply_reaches_its_requester() {
+    assert_counterexample(
+        "qemu-9.1",
+        Scenario::default(),
+        "every reply reaches its requester",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_no_header_is_read_mid_message() {
+    assert_counterexample(
+        "qemu-9.1",
+        Scenario::default(),
+        "no header is read mid-message",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_no_error_is_logged() {
+    assert_counterexample(
+        "qemu-9.1",
+        Scenario::default(),
+        "no error is logged",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 2),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_device_start_succeeds_only_on_its_own_acks() {
+    assert_counterexample(
+        "qemu-9.1",
+        Scenario::default(),
+        "device start succeeds only on its own acks",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            Read(DeviceStart, 2),
+            Step(DeviceStart),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            Read(DeviceStart, 2),
+            Step(DeviceStart),
+            Step(DeviceStart),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_the_channel_is_usable_afterwards() {
+    assert_counterexample(
+        "qemu-9.1",
+        Scenario::default(),
+        "the channel is usable afterwards",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            Read(DeviceStart, 2),
+            Step(DeviceStart),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+            Read(DeviceStart, 2),
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            BackendSendMiss,
+            ServeBackendChannel,
+            Step(MainLoop),
+            BackendHandle,
+            Read(MainLoop, 3),
+            Step(MainLoop),
+            Step(MainLoop),
+            Step(MainLoop),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_fail_start_every_reply_reaches_its_requester() {
+    assert_counterexample(
+        "qemu-9.1+fail-start",
+        Scenario::default(),
+        "every reply reaches its requester",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_fail_start_no_header_is_read_mid_message() {
+    assert_counterexample(
+        "qemu-9.1+fail-start",
+        Scenario::default(),
+        "no header is read mid-message",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_fail_start_no_error_is_logged() {
+    assert_counterexample(
+        "qemu-9.1+fail-start",
+        Scenario::default(),
+        "no error is logged",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 2),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_fail_start_device_start_succeeds_only_on_its_own_acks() {
+    assert_counterexample(
+        "qemu-9.1+fail-start",
+        Scenario::default(),
+        "device start succeeds only on its own acks",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            Step(DeviceStart),
+            Step(DeviceStart),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_default_qemu_9_1_fail_start_the_channel_is_usable_afterwards() {
+    assert_counterexample(
+        "qemu-9.1+fail-start",
+        Scenario::default(),
+        "the channel is usable afterwards",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+            Read(DeviceStart, 2),
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            BackendSendMiss,
+            ServeBackendChannel,
+            Step(MainLoop),
+            BackendHandle,
+            Read(MainLoop, 3),
+            Step(MainLoop),
+            Step(MainLoop),
+            Step(MainLoop),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_need_reply_mutex_no_deadlock() {
+    assert_counterexample(
+        "mutex",
+        Scenario { miss_need_reply: true, ..Scenario::default() },
+        "no deadlock",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            BackendSendMiss,
+        ],
+    );
+}
+
+#[test]
+fn counterexample_no_bql_bql_postcopy_end_no_header_is_read_mid_message() {
+    assert_counterexample(
+        "bql-postcopy-end",
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        "no header is read mid-message",
+        vec![
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+        ],
+    );
+}
+
+#[test]
+fn counterexample_short_qemu_9_1_no_deadlock() {
+    assert_counterexample(
+        "qemu-9.1",
+        Scenario { short_reads: true, ..Scenario::default() },
+        "no deadlock",
+        vec![
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Step(PostcopyListen),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 2),
+            Read(PostcopyListen, 3),
+            Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 1),
+            Read(DeviceStart, 4),
+            BackendSendMiss,
+        ],
+    );
+}
+
+#[test]
+fn the_smallest_scenario_has_the_five_states_the_module_doc_lists() {
+    let smallest = Scenario {
+        virtqueues: 1,
+        device_start_holds_bql: false,
+        postcopy_end: false,
+        backend_misses: 0,
+        ..Scenario::default()
+    };
+    assert_row("qemu-9.1", smallest, [true; 7], 5, 5);
+}
+
+#[test]
+fn qemu_9_1_misframes_and_logs_flags_0x0() {
+    let v = verdict("qemu-9.1", Scenario::default());
+    let actions = v.property(PROPERTIES[1].0).unwrap().counterexample.clone().unwrap();
+    let model = ReplyRace::new(v.variant, v.scenario);
+    let log: Vec<String> = model::trace::log_lines(&model::trace::final_state(&model, &actions))
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(
+        log,
+        ["qemu-kvm: vhost_user_read_header: 4100,4133: Failed to read msg header. Flags 0x0 instead of 0x5."]
+    );
+}
+
+#[test]
+fn qemu_9_1_swaps_whole_replies_as_on_the_facts_page() {
+    // Both readers take the other's whole reply: the facts page's example log.
+    let model = ReplyRace::new("qemu-9.1".parse().unwrap(), Scenario::default());
+    let actions = vec![
+        Step(DeviceStart),    // take BQL
+        Step(PostcopyListen), // join fault thread
+        Step(PostcopyListen), // write POSTCOPY_END
+        Step(DeviceStart),    // write IOTLB_MSG vq 0
+        BackendHandle,
+        BackendHandle,
+        Read(DeviceStart, 3),
+        Read(DeviceStart, 2),
+        Step(DeviceStart),
+        Read(PostcopyListen, 3),
+        Read(PostcopyListen, 2),
+        Step(PostcopyListen),
+    ];
+    let log: Vec<String> = model::trace::log_lines(&model::trace::final_state(&model, &actions))
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "qemu-kvm: process_message_reply: 4100,4100: Received unexpected msg type. Expected 22 received 30",
+            "qemu-kvm: vhost_device_iotlb_miss: 4100,4100: Fail to update device iotlb",
+            "qemu-kvm: process_message_reply: 4100,4133: Received unexpected msg type. Expected 30 received 22",
+            "qemu-kvm: vhost_user_postcopy_end: 4100,4133: Failed to receive reply to postcopy_end",
+        ]
+    );
+}
+
+#[test]
+fn the_mutex_holds_everything_on_the_default_scenario_with_288_states() {
+    let v = verdict("mutex", Scenario::default());
+    assert!(v.all_hold());
+    assert_eq!(v.unique_states, 288);
+}
