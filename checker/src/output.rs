@@ -51,7 +51,8 @@ pub fn matrix(scenario: &Scenario, rows: &[Verdict]) -> String {
         for p in &row.properties {
             let _ = write!(out, " {:>8}", if p.holds { "✓" } else { "✗" });
         }
-        let _ = writeln!(out, " {:>10} {:>6} {:>8.2}", row.unique_states, row.max_depth, row.seconds);
+        let _ =
+            writeln!(out, " {:>10} {:>6} {:>8.2}", row.unique_states, row.max_depth, row.seconds);
     }
     let _ = writeln!(out, "\nColumns:");
     for (name, title) in PROPERTIES {

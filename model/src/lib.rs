@@ -415,9 +415,11 @@ impl ReplyRace {
 
     fn write(s: &mut State, role: ThreadRole, bytes: &[u8]) {
         let words = wire::to_words(bytes);
-        s.to_backend.extend(
-            words.iter().enumerate().map(|(i, &value)| Word { value, owner: role, start: i == 0 }),
-        );
+        s.to_backend.extend(words.iter().enumerate().map(|(i, &value)| Word {
+            value,
+            owner: role,
+            start: i == 0,
+        }));
     }
 
     /// Executes a non-read op.
@@ -429,7 +431,11 @@ impl ReplyRace {
             Op::ReleaseMutex => s.mutex = None,
             Op::WriteIotlbUpdate(vq) => {
                 Self::start_call(s, role, Request::IotlbMsg);
-                Self::write(s, role, &wire::iotlb_update_request(&Scenario::iotlb_update(vq), true));
+                Self::write(
+                    s,
+                    role,
+                    &wire::iotlb_update_request(&Scenario::iotlb_update(vq), true),
+                );
             }
             Op::WriteMissAnswer => {
                 let n = s.thread(role).misses_taken - 1;
@@ -446,9 +452,13 @@ impl ReplyRace {
                 if t.miss_need_reply {
                     let status = u64::from(t.call_failed);
                     let words = wire::to_words(&wire::ack_reply(BackendRequest::IotlbMsg, status));
-                    s.backend_channel_replies.extend(words.iter().enumerate().map(|(i, &value)| {
-                        Word { value, owner: role, start: i == 0 }
-                    }));
+                    s.backend_channel_replies.extend(
+                        words.iter().enumerate().map(|(i, &value)| Word {
+                            value,
+                            owner: role,
+                            start: i == 0,
+                        }),
+                    );
                 }
             }
             Op::JoinFaultThread => {}
@@ -480,8 +490,8 @@ impl ReplyRace {
             return; // read_all loops for the rest
         }
         let t = s.thread_mut(role);
-        let own = t.buf.iter().all(|w| w.owner == role)
-            && (op == Op::ReadPayload || t.buf[0].start);
+        let own =
+            t.buf.iter().all(|w| w.owner == role) && (op == Op::ReadPayload || t.buf[0].start);
         let bytes = wire::from_words(&t.buf.iter().map(|w| w.value).collect::<Vec<_>>());
         t.buf.clear();
         match op {
@@ -528,7 +538,8 @@ impl ReplyRace {
         let mut logged = None;
         if hdr.request != t.expect {
             t.call_failed = true;
-            logged = Some(QemuError::UnexpectedMsgType { expected: t.expect, received: hdr.request });
+            logged =
+                Some(QemuError::UnexpectedMsgType { expected: t.expect, received: hdr.request });
         } else {
             // QEMU reads payload.u64 whatever the size; a short payload reads as 0 here.
             let mut ack = [0u8; 8];
@@ -551,7 +562,8 @@ impl ReplyRace {
 
     /// The back-end handles the request at the head of the main socket.
     fn backend_handle(s: &mut State) {
-        let hdr_bytes = wire::from_words(&s.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>());
+        let hdr_bytes =
+            wire::from_words(&s.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>());
         let hdr = Header::from_bytes(&hdr_bytes.try_into().expect("12 bytes"));
         let len = 3 + (hdr.size as usize).div_ceil(4);
         let owner = s.to_backend[0].owner;
@@ -559,9 +571,11 @@ impl ReplyRace {
         if hdr.need_reply() {
             // REPLY_ACK: IOTLB_MSG and POSTCOPY_END are both acknowledged with 0.
             let words = wire::to_words(&wire::ack_reply(hdr.request, 0));
-            s.to_frontend.extend(
-                words.iter().enumerate().map(|(i, &value)| Word { value, owner, start: i == 0 }),
-            );
+            s.to_frontend.extend(words.iter().enumerate().map(|(i, &value)| Word {
+                value,
+                owner,
+                start: i == 0,
+            }));
         }
     }
 
@@ -701,9 +715,13 @@ impl Model for ReplyRace {
                 let n = s.backend.misses_sent;
                 let need_reply = self.scenario.miss_need_reply;
                 let bytes = wire::backend_iotlb_miss(&Scenario::backend_miss(n), need_reply);
-                s.backend_channel.extend(wire::to_words(&bytes).iter().enumerate().map(
-                    |(i, &value)| Word { value, owner: ThreadRole::MainLoop, start: i == 0 },
-                ));
+                s.backend_channel.extend(
+                    wire::to_words(&bytes).iter().enumerate().map(|(i, &value)| Word {
+                        value,
+                        owner: ThreadRole::MainLoop,
+                        start: i == 0,
+                    }),
+                );
                 s.backend.misses_sent += 1;
                 s.backend.awaiting_miss_reply = need_reply;
             }
@@ -724,7 +742,9 @@ impl Model for ReplyRace {
                 let t = s.thread(ThreadRole::DeviceStart);
                 t.reported_success != Some(true) || t.own_acks == m.scenario.virtqueues
             }),
-            Property::always(PROPERTIES[4].0, |m: &ReplyRace, s: &State| s.all_done() || !m.is_stuck(s)),
+            Property::always(PROPERTIES[4].0, |m: &ReplyRace, s: &State| {
+                s.all_done() || !m.is_stuck(s)
+            }),
             Property::eventually(PROPERTIES[5].0, |_: &ReplyRace, s: &State| s.all_done()),
             Property::always(PROPERTIES[6].0, |m: &ReplyRace, s: &State| {
                 !(s.all_done() && m.is_stuck(s)) || s.streams_empty()

@@ -118,18 +118,21 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
             s
         }
         Action::ServeBackendChannel => {
-            let need = last
-                .backend_channel
-                .get(1)
-                .is_some_and(|w| w.value & wire::NEED_REPLY_MASK != 0);
-            format!("take BQL, read BACKEND_IOTLB_MSG miss{}", if need { " (NEED_REPLY)" } else { "" })
+            let need =
+                last.backend_channel.get(1).is_some_and(|w| w.value & wire::NEED_REPLY_MASK != 0);
+            format!(
+                "take BQL, read BACKEND_IOTLB_MSG miss{}",
+                if need { " (NEED_REPLY)" } else { "" }
+            )
         }
         Action::RunPostcopyBh => "take BQL, run postcopy cleanup BH".into(),
         Action::BackendHandle => {
             let h = Header::from_bytes(
-                &wire::from_words(&last.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>())
-                    .try_into()
-                    .expect("12 bytes"),
+                &wire::from_words(
+                    &last.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>(),
+                )
+                .try_into()
+                .expect("12 bytes"),
             );
             let name = request_name(h.request);
             if h.need_reply() {

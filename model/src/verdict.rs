@@ -119,11 +119,7 @@ pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdi
             // a second breadth-first pass finds the shortest path.
             let counterexample =
                 discoveries.get(name).map(|_| shortest_counterexample(model, name));
-            PropertyVerdict {
-                name,
-                holds: counterexample.is_none() && complete,
-                counterexample,
-            }
+            PropertyVerdict { name, holds: counterexample.is_none() && complete, counterexample }
         })
         .collect();
     Verdict {
@@ -145,8 +141,8 @@ pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdi
 ///
 /// Panics if the property has no counterexample: call it for discoveries only.
 pub fn shortest_counterexample(model: &ReplyRace, name: &'static str) -> Vec<Action> {
-    use std::collections::{HashMap, VecDeque};
     use stateright::Expectation;
+    use std::collections::{HashMap, VecDeque};
 
     let property = model.property(name);
     let violates = |s: &crate::State| match property.expectation {
