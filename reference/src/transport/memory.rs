@@ -88,10 +88,8 @@ impl<F: SyncFamily> Transport for MemoryTransport<F> {
         if fds.len() > MAX_FDS {
             return Err(TransportError::TooManyFds(fds.len()));
         }
-        let owned = fds
-            .iter()
-            .map(|f| f.try_clone_to_owned())
-            .collect::<Result<Vec<OwnedFd>, _>>()?;
+        let owned =
+            fds.iter().map(|f| f.try_clone_to_owned()).collect::<Result<Vec<OwnedFd>, _>>()?;
         let dir = self.side;
         self.streams.with_notify(|s| {
             if s.closed {

@@ -36,13 +36,9 @@ pub struct UnixTransport {
 impl UnixTransport {
     /// A connected pair (`socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`).
     pub fn pair() -> Result<(UnixTransport, UnixTransport), TransportError> {
-        let (a, b) = socket::socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(std::io::Error::from)?;
+        let (a, b) =
+            socket::socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(std::io::Error::from)?;
         Ok((UnixTransport { fd: a }, UnixTransport { fd: b }))
     }
 

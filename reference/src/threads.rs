@@ -1,0 +1,159 @@
+//! The front-end threads of the race, as bodies a runner starts on its
+//! family's threads: device start, the postcopy listen thread and the main
+//! loop's back-end channel handler, with the variant's BQL placement.
+//!
+//! Models: `vhost_dev_start` (under the BQL when
+//! [`Scenario::device_start_holds_bql`]); `postcopy_ram_listen_thread`'s
+//! cleanup (fault-thread join, then `vhost_user_postcopy_end`, under the BQL
+//! for [`LockPolicy::BqlListen`], or scheduled as a main-loop bottom half for
+//! [`LockPolicy::Qemu102`]); the main loop running that bottom half under the
+//! BQL and serving the back-end channel: `backend_read` →
+//! `vhost_backend_handle_iotlb_msg` → `vhost_device_iotlb_miss`, replying on
+//! the back-end channel when the back-end set NEED_REPLY, under the BQL.
+//!
+//! Leaves out: the fault thread itself (no socket traffic; its join is a
+//! no-op), QEMU's poll: the main loop reads the back-end channel message
+//! before taking the BQL (only the main loop reads that channel, so this
+//! equals "poll said readable, then handle under the BQL"), and it serves a
+//! pending bottom half first, else blocks on the next back-end message while
+//! any is still expected, else waits for the bottom half. The main loop
+//! handles exactly [`Scenario::backend_misses`] messages and stops.
+
+use crate::frontend::{Frontend, FrontendError};
+use crate::record::{Delivery, DeliveryOutcome};
+use crate::scenario::{LockPolicy, ThreadRole};
+use crate::sync::{with_lock_if, Monitor, SyncFamily};
+use crate::transport::{read_all, Transport};
+use crate::wire::{self, BackendRequest, Header, IotlbMsg, IotlbType, HEADER_SIZE};
+
+/// Why a thread body stopped early.
+pub type ThreadResult = Result<(), FrontendError>;
+
+impl<F: SyncFamily, T: Transport> Frontend<F, T> {
+    /// The body of `role` for this front-end's variant and scenario.
+    pub fn run_role(&self, role: ThreadRole) -> ThreadResult {
+        match role {
+            ThreadRole::DeviceStart => self.device_start_thread(),
+            ThreadRole::PostcopyListen => self.postcopy_listen_thread(),
+            ThreadRole::MainLoop => self.main_loop_thread(),
+        }
+    }
+
+    /// Device start: `vhost_dev_start` over the scenario's virtqueues, holding
+    /// the BQL if the scenario says so.
+    pub fn device_start_thread(&self) -> ThreadResult {
+        let role = ThreadRole::DeviceStart;
+        with_lock_if::<F, _>(&self.bql, self.scenario.device_start_holds_bql, || {
+            self.vhost_dev_start(role, self.scenario.virtqueues)
+        })
+    }
+
+    /// The postcopy listen thread's cleanup at the end of postcopy.
+    pub fn postcopy_listen_thread(&self) -> ThreadResult {
+        let role = ThreadRole::PostcopyListen;
+        let policy = self.variant.policy;
+        with_lock_if::<F, _>(&self.bql, policy.listen_cleanup_under_bql(), || {
+            join_fault_thread();
+            if policy == LockPolicy::Qemu102 {
+                // migration_incoming_postcopy_cleanup as a bottom half.
+                self.bh.with_notify(|b| b.postcopy_end = true);
+                Ok(())
+            } else {
+                self.vhost_user_postcopy_end(role)
+            }
+        })
+    }
+
+    /// The main loop: bottom halves and back-end channel messages, each
+    /// handled under the BQL.
+    pub fn main_loop_thread(&self) -> ThreadResult {
+        let role = ThreadRole::MainLoop;
+        let mut misses_left = self.scenario.backend_misses;
+        let mut bh_left =
+            self.scenario.postcopy_end && self.variant.policy.postcopy_end_in_main_loop();
+        let mut result = Ok(());
+        while misses_left > 0 || bh_left {
+            let bh_ready = bh_left && self.bh.with(|b| std::mem::take(&mut b.postcopy_end));
+            if bh_ready || (bh_left && misses_left == 0) {
+                if !bh_ready {
+                    self.bh.wait_until(|b| std::mem::take(&mut b.postcopy_end).then_some(()));
+                }
+                bh_left = false;
+                let r = self.bql.with(|_| self.vhost_user_postcopy_end(role));
+                result = result.and(r);
+                continue;
+            }
+            misses_left -= 1;
+            let msg = self.backend_channel_read()?;
+            let r = self.bql.with(|_| self.backend_read(role, msg));
+            result = result.and(r);
+        }
+        result
+    }
+
+    /// Reads one whole back-end channel message (the first part of
+    /// `backend_read`, before the BQL).
+    fn backend_channel_read(&self) -> Result<(Header, Vec<u8>), FrontendError> {
+        let chan =
+            self.backend_channel.as_ref().ok_or(FrontendError::Protocol("no back-end channel"))?;
+        let mut fds = Vec::new();
+        let mut b = [0u8; HEADER_SIZE];
+        let n = read_all(chan, &mut b, &mut fds)?;
+        if n != HEADER_SIZE {
+            return Err(wire::WireError::Short { got: n, expected: HEADER_SIZE }.into());
+        }
+        let h = Header::from_bytes(&b);
+        h.validate_request()?;
+        let mut payload = vec![0u8; h.size as usize];
+        let n = read_all(chan, &mut payload, &mut fds)?;
+        if n != payload.len() {
+            return Err(wire::WireError::Short { got: n, expected: payload.len() }.into());
+        }
+        if !fds.is_empty() {
+            return Err(FrontendError::UnexpectedFds { request: h.request, count: fds.len() });
+        }
+        Ok((h, payload))
+    }
+
+    /// `backend_read` after the message is in: dispatch
+    /// (`vhost_backend_handle_iotlb_msg` for BACKEND_IOTLB_MSG), then reply
+    /// on the back-end channel if NEED_REPLY (u64 0 on success, 1 on failure).
+    pub fn backend_read(&self, role: ThreadRole, msg: (Header, Vec<u8>)) -> ThreadResult {
+        let (h, payload) = msg;
+        let request = BackendRequest::try_from(h.request)?;
+        let r = match request {
+            BackendRequest::IotlbMsg => IotlbMsg::from_bytes(&payload)
+                .map_err(FrontendError::from)
+                .and_then(|m| self.vhost_backend_handle_iotlb_msg(role, &m)),
+        };
+        if h.need_reply() {
+            let chan = self
+                .backend_channel
+                .as_ref()
+                .ok_or(FrontendError::Protocol("no back-end channel"))?;
+            chan.send(&wire::ack_reply(h.request, u64::from(r.is_err())), &[])?;
+        }
+        r
+    }
+
+    /// `vhost_backend_handle_iotlb_msg`: a miss makes
+    /// `vhost_device_iotlb_miss`; other types are not expected from a back-end.
+    pub fn vhost_backend_handle_iotlb_msg(&self, role: ThreadRole, m: &IotlbMsg) -> ThreadResult {
+        match m.kind {
+            IotlbType::Miss => self.vhost_device_iotlb_miss(role, m.iova),
+            _ => Err(FrontendError::Protocol("Unexpected IOTLB message type")),
+        }
+    }
+}
+
+/// `postcopy_ram_incoming_cleanup` joins the fault thread: no socket traffic.
+fn join_fault_thread() {}
+
+/// Whether a delivery shows that the stream lost alignment or a reply went
+/// astray (anything but [`DeliveryOutcome::Replied`]).
+pub fn is_race_symptom(d: &Delivery) -> bool {
+    matches!(
+        d.outcome,
+        DeliveryOutcome::MisframedHeader { .. } | DeliveryOutcome::Misdelivered { .. }
+    )
+}
