@@ -514,7 +514,7 @@ fn map_regions(
             .ok_or(BackendError::Memory("region overflows the address space".into()))?;
         mapped.push(g);
     }
-    mapped.sort_by_key(|g| vm_memory::GuestMemoryRegion::start_addr(g));
+    mapped.sort_by_key(vm_memory::GuestMemoryRegion::start_addr);
     GuestMemoryMmap::from_regions(mapped).map_err(|e| BackendError::Memory(e.to_string()))
 }
 
@@ -531,4 +531,101 @@ pub fn serve_socket_path(path: impl AsRef<Path>, cfg: BackendConfig) -> Result<u
     let mut b = Backend::new(UnixTransport::from_stream(stream), None, cfg);
     b.serve()?;
     Ok(b.requests_served())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::{guest_ram_region, Frontend, GUEST_RAM_SIZE, GUEST_RAM_UADDR};
+    use crate::scenario::{LockPolicy, ThreadRole, Variant};
+    use crate::sync::ParkingLot;
+    use std::os::unix::fs::FileExt;
+
+    fn memfd() -> File {
+        let fd =
+            nix::sys::memfd::memfd_create(c"ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        let f = File::from(fd);
+        f.set_len(GUEST_RAM_SIZE).unwrap();
+        f
+    }
+
+    #[test]
+    fn iotlb_updates_translate_into_the_mapped_guest_memory() {
+        let ram = memfd();
+        let region = guest_ram_region();
+        let mut b = Backend::new(UnixTransport::pair().unwrap().0, None, BackendConfig::default());
+        b.regions = vec![region];
+        b.memory = Some(map_regions(&[region], vec![ram.try_clone().unwrap().into()]).unwrap());
+        let u = Scenario::iotlb_update(3);
+        assert_eq!(b.translate(u.iova, 8, IotlbPerm::Ro), None, "a miss before the update");
+        b.iotlb.apply(&u).unwrap();
+        // The front-end writes at the update's uaddr; the back-end reads it
+        // through IOVA -> uaddr -> guest physical -> its own mapping.
+        ram.write_all_at(b"vhost!", u.uaddr - GUEST_RAM_UADDR).unwrap();
+        let mut got = [0u8; 6];
+        b.read_iova(u.iova, &mut got).unwrap();
+        assert_eq!(&got, b"vhost!");
+        assert_eq!(b.translate(u.iova + u.size - 4, 8, IotlbPerm::Ro), None, "past the entry");
+        let inv = IotlbMsg { kind: IotlbType::Invalidate, ..u };
+        b.iotlb.apply(&inv).unwrap();
+        assert_eq!(b.translate(u.iova, 8, IotlbPerm::Ro), None, "invalidated");
+        let ro = IotlbMsg { perm: IotlbPerm::Ro, ..u };
+        b.iotlb.apply(&ro).unwrap();
+        assert_eq!(b.translate(u.iova, 8, IotlbPerm::Wo), None, "read-only entry");
+    }
+
+    #[test]
+    fn acks_only_with_reply_ack_and_need_reply() {
+        let (fe, be) = UnixTransport::pair().unwrap();
+        let mut b =
+            Backend::new(be, None, BackendConfig { map_memory: false, ..Default::default() });
+        let with = Header::request(Request::SetOwner, 0, true);
+        b.handle(with, Request::SetOwner, &[], vec![]).unwrap();
+        b.protocol_features = PROTOCOL_F_REPLY_ACK;
+        let without = Header::request(Request::SetOwner, 0, false);
+        b.handle(without, Request::SetOwner, &[], vec![]).unwrap();
+        b.handle(with, Request::SetOwner, &[], vec![]).unwrap();
+        b.main.shutdown();
+        let mut got = [0u8; 64];
+        let n = read_all(&fe, &mut got, &mut Vec::new()).unwrap();
+        assert_eq!(&got[..n], &wire::ack_reply(Request::SetOwner, 0)[..], "exactly one ack");
+    }
+
+    #[test]
+    fn serves_a_front_end_on_a_socket_path_with_the_full_handshake() {
+        let path = std::env::temp_dir().join(format!("vhost-user-ref-{}.sock", std::process::id()));
+        let p2 = path.clone();
+        let server = std::thread::spawn(move || serve_socket_path(&p2, BackendConfig::default()));
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        let (chan_fe, chan_be) = UnixTransport::pair().unwrap();
+        let mut fe = Frontend::<ParkingLot, _>::new(
+            UnixTransport::from_stream(stream),
+            Some(chan_fe),
+            Variant::new(LockPolicy::Qemu91),
+            Scenario::default(),
+        );
+        let ram = memfd();
+        let ufd = fe.handshake(Some(chan_be.as_fd()), Some(ram.as_fd())).unwrap();
+        assert!(ufd.is_some());
+        assert_eq!(
+            fe.vhost_user_get_features(ThreadRole::MainLoop).unwrap(),
+            BACKEND_FEATURES,
+            "GET_FEATURES as a plain request path"
+        );
+        fe.vhost_user_set_vring_num(ThreadRole::MainLoop, 0, 128).unwrap();
+        fe.vhost_device_iotlb_miss(ThreadRole::DeviceStart, Scenario::iotlb_update(0).iova)
+            .unwrap();
+        fe.shutdown();
+        let served = server.join().unwrap().unwrap();
+        // 2 GET + SET_PROTOCOL + BACKEND_REQ_FD + OWNER + SET_FEATURES +
+        // MEM_TABLE + 3 per virtqueue (2) + ADVISE + LISTEN + 3 more.
+        assert_eq!(served, 2 + 5 + 6 + 2 + 3);
+        assert!(fe.record().log_lines().is_empty());
+        assert!(!path.exists(), "the socket file is removed");
+    }
 }

@@ -36,10 +36,15 @@ pub trait Monitor<T>: Send + Sync {
     fn wait_until<R>(&self, ready: impl FnMut(&mut T) -> Option<R>) -> R;
 }
 
+/// A joined thread had panicked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the thread panicked")]
+pub struct Panicked;
+
 /// A thread's join handle.
 pub trait Join<R> {
     /// Waits for the thread; `Err` if it panicked.
-    fn join(self) -> Result<R, ()>;
+    fn join(self) -> Result<R, Panicked>;
 }
 
 /// A family of synchronisation primitives and threads: real, loom or shuttle.
@@ -109,8 +114,8 @@ impl<T: Send> Monitor<T> for PlMonitor<T> {
 }
 
 impl<R> Join<R> for std::thread::JoinHandle<R> {
-    fn join(self) -> Result<R, ()> {
-        std::thread::JoinHandle::join(self).map_err(|_| ())
+    fn join(self) -> Result<R, Panicked> {
+        std::thread::JoinHandle::join(self).map_err(|_| Panicked)
     }
 }
 
