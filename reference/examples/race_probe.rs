@@ -1,10 +1,13 @@
-//! Measures how many iterations a variant needs before its first logged error
-//! on a real socketpair, with and without the race-window knob.
+//! Measures, on a real socketpair, at which iteration a variant first logs a
+//! misframed header (`Flags 0x.. instead of 0x5`) and a swapped reply
+//! (`Received unexpected msg type`), with or without the race-window knob,
+//! then prints the report of a full run.
 //!
 //! Leaves out: nothing to model; this is a measuring tool.
 //! Usage: `cargo run --release -p reference --example race_probe -- qemu-9.1 10000 [widen]`
 
-use reference::run::{run_with, RunOptions};
+use reference::qemu_log::{LogLine, QemuError};
+use reference::run::run;
 use reference::scenario::{Scenario, Variant};
 
 fn main() {
@@ -12,18 +15,22 @@ fn main() {
     let variant: Variant = args.get(1).map_or("qemu-9.1", String::as_str).parse().expect("variant");
     let n: u64 = args.get(2).map_or(10_000, |s| s.parse().expect("iterations"));
     let widen = args.get(3).is_some_and(|s| s == "widen");
-    let first = run_with(
-        variant,
-        &Scenario::default(),
-        n,
-        RunOptions { widen_race_window: widen, stop_at_first_failure: true, ..Default::default() },
+    let (mut misframed, mut swapped) = (None, None);
+    for i in 0..n {
+        let r = run(variant, &Scenario::default(), 1, widen);
+        for l in r.sequences.iter().flat_map(|s| &s.lines) {
+            match LogLine::parse(l).map(|l| l.error) {
+                Some(QemuError::ReadHeaderFlags { .. }) => misframed = misframed.or(Some(i)),
+                Some(QemuError::UnexpectedMsgType { .. }) => swapped = swapped.or(Some(i)),
+                _ => {}
+            }
+        }
+        if misframed.is_some() && swapped.is_some() {
+            break;
+        }
+    }
+    println!(
+        "first misframed header at iteration {misframed:?}, first swapped reply at {swapped:?}"
     );
-    println!("first failure: {:?}", first.first_failure.as_ref().map(|f| f.iteration));
-    let all = run_with(
-        variant,
-        &Scenario::default(),
-        n,
-        RunOptions { widen_race_window: widen, ..Default::default() },
-    );
-    print!("{all}");
+    print!("{}", run(variant, &Scenario::default(), n, widen));
 }

@@ -63,6 +63,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Whether this delivery shows the race: a header read mid-message or a
+    /// whole reply to another request.
+    pub fn is_race_symptom(&self) -> bool {
+        matches!(
+            self.outcome,
+            DeliveryOutcome::MisframedHeader { .. } | DeliveryOutcome::Misdelivered { .. }
+        )
+    }
+
     /// Classifies what a thread read for `request`.
     pub fn classify(role: ThreadRole, request: u32, received: Option<Header>) -> Delivery {
         let outcome = match received {

@@ -20,7 +20,6 @@
 //! handles exactly [`Scenario::backend_misses`] messages and stops.
 
 use crate::frontend::{Frontend, FrontendError};
-use crate::record::{Delivery, DeliveryOutcome};
 use crate::scenario::{LockPolicy, ThreadRole};
 use crate::sync::{with_lock_if, Monitor, SyncFamily};
 use crate::transport::{read_all, Transport};
@@ -148,12 +147,3 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
 
 /// `postcopy_ram_incoming_cleanup` joins the fault thread: no socket traffic.
 fn join_fault_thread() {}
-
-/// Whether a delivery shows that the stream lost alignment or a reply went
-/// astray (anything but [`DeliveryOutcome::Replied`]).
-pub fn is_race_symptom(d: &Delivery) -> bool {
-    matches!(
-        d.outcome,
-        DeliveryOutcome::MisframedHeader { .. } | DeliveryOutcome::Misdelivered { .. }
-    )
-}
