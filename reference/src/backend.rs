@@ -332,6 +332,10 @@ impl<T: Transport> Backend<T> {
                 let mut b = [0u8; wire::ACK_REPLY_SIZE];
                 let mut fds = Vec::new();
                 let n = read_all(chan.as_ref(), &mut b, &mut fds)?;
+                if n == 0 {
+                    // The front-end closed the channel instead of answering.
+                    return Err(TransportError::Closed.into());
+                }
                 if n < b.len() {
                     return Err(BackendError::EofMidMessage { got: n, expected: b.len() });
                 }

@@ -10,6 +10,10 @@
 //! BACKEND_REQ and PAGEFAULT, owner set, postcopy listening), which keeps the
 //! number of synchronisation operations small for loom.
 //!
+//! For benchmarks over a real socket, [`over_socketpair`] does what one
+//! iteration of [`crate::run`] does up to the threads: socketpairs, memfd
+//! guest RAM, a back-end thread, and the whole handshake.
+//!
 //! Leaves out: hang detection (under loom and shuttle a blocked thread is a
 //! deadlock the checker reports; with real threads use [`crate::run`]).
 //!
@@ -22,10 +26,13 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, BackendConfig, BackendError};
 use crate::frontend::Frontend;
+use crate::frontend::{FrontendError, GUEST_RAM_SIZE};
 use crate::scenario::{Scenario, ThreadRole, Variant};
+use crate::sync::ParkingLot;
 use crate::sync::SyncFamily;
 use crate::threads::ThreadResult;
-use crate::transport::{MemoryTransport, Transport};
+use crate::transport::{MemoryTransport, Transport, TransportError, UnixTransport};
+use std::os::fd::AsFd;
 
 /// A front-end and back-end over family `F`'s in-memory transport.
 pub type MemoryPair<F> = (Frontend<F, MemoryTransport<F>>, Backend<MemoryTransport<F>>);
@@ -74,4 +81,40 @@ pub fn spawn_backend<F: SyncFamily, T: Transport + 'static>(
         backend.serve()?;
         Ok(backend.requests_served())
     })
+}
+
+/// A front-end over a real Unix socket with real threads.
+pub type SocketFrontend = Frontend<ParkingLot, UnixTransport>;
+/// A back-end serving on its own thread; joins to its serve result.
+pub type BackendThread = std::thread::JoinHandle<Result<(), BackendError>>;
+
+/// A front-end over a real socketpair, handshaken (through POSTCOPY_LISTEN)
+/// with a back-end serving on its own thread, which returns once the
+/// front-end is shut down ([`Frontend::shutdown`]) or dropped.
+pub fn over_socketpair(
+    variant: Variant,
+    scenario: &Scenario,
+) -> Result<(SocketFrontend, BackendThread), FrontendError> {
+    let (fe_main, be_main) = UnixTransport::pair()?;
+    let (fe_chan, be_chan) = UnixTransport::pair()?;
+    let mem = nix::sys::memfd::memfd_create(c"guest-ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| TransportError::Io(e.into()))?;
+    nix::unistd::ftruncate(&mem, GUEST_RAM_SIZE as i64)
+        .map_err(|e| TransportError::Io(e.into()))?;
+    let cfg = BackendConfig::for_scenario(scenario);
+    let backend =
+        ParkingLot::spawn("vhost-user-backend", move || Backend::new(be_main, None, cfg).serve());
+    let mut fe = Frontend::new(fe_main, Some(fe_chan), variant, *scenario);
+    let handshake = fe.handshake(Some(be_chan.as_fd()), Some(mem.as_fd()));
+    // QEMU closes its copies once they are sent.
+    drop(be_chan);
+    drop(mem);
+    match handshake {
+        Ok(_userfaultfd) => Ok((fe, backend)),
+        Err(e) => {
+            fe.shutdown();
+            let _ = backend.join();
+            Err(e)
+        }
+    }
 }

@@ -15,23 +15,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendConfig};
-use crate::frontend::{Frontend, GUEST_RAM_SIZE};
+use crate::harness::over_socketpair;
 use crate::scenario::{Scenario, Variant};
 use crate::sync::{Join, ParkingLot, SyncFamily};
-use crate::transport::UnixTransport;
 
 /// Knobs of [`run_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RunOptions {
     /// Yield between each reply's header and payload read (not QEMU's
-    /// behaviour; see [`Frontend::widen_race_window`]).
+    /// behaviour; see [`crate::frontend::Frontend::widen_race_window`]).
     pub widen_race_window: bool,
     /// How long to wait for the front-end threads before calling the run a hang.
     pub hang_timeout: Duration,
@@ -243,28 +240,8 @@ struct Finished {
 }
 
 fn run_once(variant: Variant, scenario: &Scenario, opts: &RunOptions) -> Option<OneRun> {
-    let (fe_main, be_main) = UnixTransport::pair().ok()?;
-    let (fe_chan, be_chan) = UnixTransport::pair().ok()?;
-    let mem =
-        nix::sys::memfd::memfd_create(c"guest-ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).ok()?;
-    nix::unistd::ftruncate(&mem, GUEST_RAM_SIZE as i64).ok()?;
-
-    let cfg = BackendConfig::for_scenario(scenario);
-    let backend = ParkingLot::spawn("vhost-user-backend", move || {
-        Backend::new(be_main, None, cfg).serve().is_err()
-    });
-    let mut fe =
-        Frontend::<ParkingLot, UnixTransport>::new(fe_main, Some(fe_chan), variant, *scenario)
-            .widen_race_window(opts.widen_race_window);
-    let handshake = fe.handshake(Some(be_chan.as_fd()), Some(mem.as_fd()));
-    // QEMU closes its copies once they are sent.
-    drop(be_chan);
-    drop(mem);
-    if handshake.is_err() {
-        fe.shutdown();
-        let _ = Join::join(backend);
-        return None;
-    }
+    let (fe, backend) = over_socketpair(variant, scenario).ok()?;
+    let fe = fe.widen_race_window(opts.widen_race_window);
     let fe = Arc::new(fe);
     let roles = scenario.threads(variant.policy);
     let finished = Arc::new(Finished::default());
@@ -298,6 +275,6 @@ fn run_once(variant: Variant, scenario: &Scenario, opts: &RunOptions) -> Option<
     for h in handles {
         let _ = Join::join(h);
     }
-    let backend_error = Join::join(backend).unwrap_or(true);
+    let backend_error = !matches!(backend.join(), Ok(Ok(())));
     Some(OneRun { log, hung, backend_error })
 }

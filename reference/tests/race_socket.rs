@@ -65,6 +65,7 @@ fn a_need_reply_miss_under_the_bql_is_recorded_as_a_hang_and_the_run_goes_on() {
     let r = run_with(Variant::new(LockPolicy::Mutex), &scenario, 3, opts);
     assert_eq!(r.iterations, 3);
     assert_eq!(r.hangs, 3, "{r}");
+    assert_eq!(r.backend_errors, 0, "the back-end sees a closed channel, not an error: {r}");
     assert!(r.first_failure.as_ref().is_some_and(|f| f.hung));
 }
 
