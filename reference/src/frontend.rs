@@ -107,6 +107,8 @@ pub fn guest_ram_region() -> MemoryRegion {
 #[derive(Debug, Default)]
 pub(crate) struct BottomHalves {
     pub(crate) postcopy_end: bool,
+    /// Set by [`Frontend::shutdown`]: the main loop stops waiting.
+    pub(crate) shut_down: bool,
 }
 
 /// A QEMU front-end's vhost-user device: the main socket, the back-end
@@ -183,8 +185,10 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     }
 
     /// Shuts the main socket and the back-end channel down: every blocked
-    /// read, here and in the back-end, returns end of stream.
+    /// read, here and in the back-end, returns end of stream; a main loop
+    /// waiting for a bottom half stops waiting.
     pub fn shutdown(&self) {
+        self.bh.with_notify(|b| b.shut_down = true);
         self.main.shutdown();
         if let Some(c) = &self.backend_channel {
             c.shutdown();

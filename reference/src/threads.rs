@@ -75,7 +75,16 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             let bh_ready = bh_left && self.bh.with(|b| std::mem::take(&mut b.postcopy_end));
             if bh_ready || (bh_left && misses_left == 0) {
                 if !bh_ready {
-                    self.bh.wait_until(|b| std::mem::take(&mut b.postcopy_end).then_some(()));
+                    let run = self.bh.wait_until(|b| {
+                        if b.shut_down {
+                            Some(false)
+                        } else {
+                            std::mem::take(&mut b.postcopy_end).then_some(true)
+                        }
+                    });
+                    if !run {
+                        return Err(FrontendError::Protocol("shut down before the bottom half"));
+                    }
                 }
                 bh_left = false;
                 let r = self.bql.with(|_| self.vhost_user_postcopy_end(role));

@@ -144,3 +144,18 @@ fn a_header_read_mid_message_is_misframed_and_the_payload_is_left() {
     fe.shutdown();
     Join::join(backend).unwrap().unwrap();
 }
+
+#[test]
+fn a_main_loop_waiting_for_its_bottom_half_stops_at_shutdown() {
+    // QEMU 10.2 with no listen thread started: the bottom half never comes.
+    let scenario = Scenario { backend_misses: 0, ..Scenario::default() };
+    let (fe, be) = in_memory::<ParkingLot>(Variant::new(LockPolicy::Qemu102), &scenario, true);
+    let backend = spawn_backend::<ParkingLot, _>(be);
+    let fe = Arc::new(fe);
+    let handles = spawn_roles(&fe, &[ThreadRole::MainLoop]);
+    fe.shutdown();
+    for (_, h) in handles {
+        assert!(Join::join(h).unwrap().is_err(), "the main loop gave up, not ran the half");
+    }
+    assert_eq!(Join::join(backend).unwrap().unwrap(), 0);
+}
