@@ -54,6 +54,40 @@ enum Command {
         #[command(flatten)]
         scenario: ScenarioArgs,
     },
+    /// Run the threads of a variant against the reference back-end over a
+    /// real socketpair, N times, and report the logs seen.
+    Run {
+        /// Variant.
+        #[arg(long)]
+        variant: Variant,
+        /// How many runs.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        iterations: u64,
+        /// Yield between each reply's header and payload read, so that the
+        /// race shows within seconds (not QEMU's behaviour; off by default).
+        #[arg(long)]
+        widen_race_window: bool,
+        /// Stop at the first run that logs an error or hangs.
+        #[arg(long)]
+        stop_at_first_failure: bool,
+        /// Milliseconds to wait for the threads before calling a run a hang.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+        hang_timeout_ms: u64,
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+    },
+    /// Run the reference vhost-user back-end as its own process on a socket path.
+    Backend {
+        /// Unix socket path to listen on (one front-end is served).
+        #[arg(long)]
+        socket: std::path::PathBuf,
+        /// BACKEND_IOTLB_MSG misses to send after POSTCOPY_LISTEN.
+        #[arg(long, default_value_t = 0)]
+        misses: u8,
+        /// Misses carry NEED_REPLY.
+        #[arg(long)]
+        miss_need_reply: bool,
+    },
     /// Find the interleaving (and variant) that produces a QEMU log, or rule variants out.
     Explain(crate::explain::ExplainArgs),
     /// Serve stateright's Explorer web UI on a loopback address.
@@ -145,21 +179,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 rows.push(checked(verdict::check(variant, scenario, &options(cli.threads, true)))?);
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
             } else {
-                print!("{}", output::matrix(&scenario, &rows));
-                print!("{}", output::counterexamples(&rows));
+                emit(&output::matrix(&scenario, &rows))?;
+                emit(&output::counterexamples(&rows))?;
             }
         }
         Some(Command::Check { variant, scenario }) => {
             let scenario = scenario.scenario()?;
             let row = checked(verdict::check(variant, scenario, &options(cli.threads, true)))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&row)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&row)?))?;
             } else {
                 let rows = [row];
-                print!("{}", output::matrix(&scenario, &rows));
-                print!("{}", output::counterexamples(&rows));
+                emit(&output::matrix(&scenario, &rows))?;
+                emit(&output::counterexamples(&rows))?;
             }
         }
         Some(Command::Trace { variant, property, scenario }) => {
@@ -176,28 +210,56 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let model = ReplyRace::new(variant, scenario);
             if json {
                 let steps = p.counterexample.as_deref().map(|a| model::trace::steps(&model, a));
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "variant": variant.to_string(),
-                        "property": name,
-                        "holds": p.holds,
-                        "actions": p.counterexample,
-                        "steps": steps,
-                    }))?
-                );
+                let doc = serde_json::json!({
+                    "variant": variant.to_string(),
+                    "property": name,
+                    "holds": p.holds,
+                    "actions": p.counterexample,
+                    "steps": steps,
+                });
+                emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
             } else {
                 match &p.counterexample {
-                    None => println!(
-                        "{variant}: \"{name}\" holds in all {} reachable states.",
+                    None => emit(&format!(
+                        "{variant}: \"{name}\" holds in all {} reachable states.\n",
                         row.unique_states
-                    ),
-                    Some(actions) => {
-                        println!("{variant}: \"{name}\" fails; shortest counterexample:\n");
-                        print!("{}", model::trace::render(&model, actions));
-                    }
+                    ))?,
+                    Some(actions) => emit(&format!(
+                        "{variant}: \"{name}\" fails; shortest counterexample:\n\n{}",
+                        model::trace::render(&model, actions)
+                    ))?,
                 }
             }
+        }
+        Some(Command::Run {
+            variant,
+            iterations,
+            widen_race_window,
+            stop_at_first_failure,
+            hang_timeout_ms,
+            scenario,
+        }) => {
+            let scenario = scenario.scenario()?;
+            let opts = reference::run::RunOptions {
+                widen_race_window,
+                hang_timeout: std::time::Duration::from_millis(hang_timeout_ms),
+                stop_at_first_failure,
+            };
+            eprintln!("running {variant} {iterations} times over a real socketpair ...");
+            let report = reference::run::run_with(variant, &scenario, iterations, opts);
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+            } else {
+                emit(&report.to_string())?;
+            }
+        }
+        Some(Command::Backend { socket, misses, miss_need_reply }) => {
+            let cfg =
+                reference::backend::BackendConfig { map_memory: true, misses, miss_need_reply };
+            eprintln!("vhost-user back-end listening on {}", socket.display());
+            let served = reference::backend::serve_socket_path(&socket, cfg)
+                .with_context(|| format!("back-end on {}", socket.display()))?;
+            eprintln!("front-end closed the connection after {served} requests");
         }
         Some(Command::Explain(args)) => return crate::explain::run(args, json),
         Some(Command::Explore { variant, addr, scenario }) => {
@@ -211,4 +273,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to standard output; a reader that went away (`| head`) ends the
+/// output quietly instead of panicking.
+pub fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
 }

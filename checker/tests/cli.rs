@@ -80,3 +80,32 @@ fn bad_arguments_get_a_clear_error_and_exit_2() {
     assert_refused(&["--threads", "0"], "threads");
     assert_refused(&["frobnicate"], "frobnicate");
 }
+
+#[test]
+fn run_reproduces_the_race_on_a_real_socket_and_the_mutex_does_not() {
+    let o = vhost_race(&[
+        "run",
+        "--variant",
+        "qemu-9.1",
+        "--iterations",
+        "5000",
+        "--stop-at-first-failure",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("qemu-kvm: "), "{}", stdout(&o));
+    let o = vhost_race(&["--json", "run", "--variant", "mutex", "--iterations", "300"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["iterations"], 300);
+    assert_eq!(v["runs_with_errors"], 0);
+    assert_eq!(v["hangs"], 0);
+}
+
+#[test]
+fn run_and_backend_refuse_bad_arguments() {
+    assert_refused(&["run", "--variant", "mutex", "--iterations", "0"], "iterations");
+    assert_refused(
+        &["backend", "--socket", "/nonexistent-dir/x.sock"],
+        "back-end on /nonexistent-dir/x.sock",
+    );
+}
