@@ -1,1 +1,43 @@
-//! placeholder
+//! loom and shuttle proofs of the reference channel: the same front-end,
+//! threads, back-end and in-memory transport as `reference` runs on real
+//! threads, on loom's and shuttle's primitives through the `SyncFamily`
+//! seam, so that the checkers control every lock, wait and notify.
+//!
+//! Models: the families ([`loom_family::Loom`], [`shuttle_family::Shuttle`]),
+//! one parameterised test body with its runners ([`body`]), the scenarios
+//! the tests use ([`scenarios`]) and every bound in one place (the consts
+//! below). The tests are in `tests/`, one file per checker, policy and
+//! scenario (`loom_mutex_start_postcopy.rs`, `shuttle_qemu91_all_threads.rs`,
+//! ...); a plain `cargo test` runs them: no feature, no `cfg(loom)`, no
+//! RUSTFLAGS (loom's types are only ever built inside `loom::model`).
+//!
+//! Leaves out: the handshake (it runs on one thread before the race; the
+//! runs start negotiated), real sockets (the `reference` crate's own tests
+//! run the race there), and the variants other than the request/reply mutex
+//! and QEMU 9.1 (the stateright model covers all of them).
+
+pub mod body;
+pub mod loom_family;
+pub mod scenarios;
+pub mod shuttle_family;
+
+/// Loom's preemption bound for every loom test: loom explores every
+/// interleaving in which threads are preempted at most this many times
+/// (blocking on a lock or condition variable is not a preemption).
+pub const LOOM_PREEMPTION_BOUND: usize = 2;
+
+/// The seed of every shuttle scheduler (random and PCT).
+pub const SHUTTLE_SEED: u64 = 0x7668_6f73_7475_7365;
+
+/// Schedules shuttle's random scheduler tries per test.
+pub const SHUTTLE_RANDOM_ITERATIONS: usize = 2_000;
+
+/// Schedules shuttle's PCT scheduler tries per test.
+pub const SHUTTLE_PCT_ITERATIONS: usize = 2_000;
+
+/// PCT's depth: the number of priority change points per schedule (a bug
+/// of depth d is found with probability at least 1/(n * k^(d-1)) per run).
+pub const SHUTTLE_PCT_DEPTH: usize = 3;
+
+/// Runs of the same body on real threads (parking_lot), per test.
+pub const STD_ITERATIONS: usize = 200;
