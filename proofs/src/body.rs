@@ -259,25 +259,27 @@ fn shuttle_config() -> shuttle::Config {
     config
 }
 
-/// The body under shuttle's random scheduler, seeded: `iterations` schedules.
-pub fn shuttle_random(variant: Variant, scenario: Scenario, seed: u64, iterations: usize) {
+/// The body under shuttle's random scheduler, seeded: `iterations`
+/// schedules. Returns the number of schedules run.
+pub fn shuttle_random(variant: Variant, scenario: Scenario, seed: u64, iterations: usize) -> usize {
     let scheduler = RandomScheduler::new_from_seed(seed, iterations);
     shuttle::Runner::new(scheduler, shuttle_config())
-        .run(move || check_scenario::<Shuttle>(variant, &scenario));
+        .run(move || check_scenario::<Shuttle>(variant, &scenario))
 }
 
 /// The body under shuttle's PCT scheduler, seeded: `iterations` schedules
-/// with at most `depth` priority change points.
+/// with at most `depth` priority change points. Returns the number of
+/// schedules run.
 pub fn shuttle_pct(
     variant: Variant,
     scenario: Scenario,
     seed: u64,
     depth: usize,
     iterations: usize,
-) {
+) -> usize {
     let scheduler = PctScheduler::new_from_seed(seed, depth, iterations);
     shuttle::Runner::new(scheduler, shuttle_config())
-        .run(move || check_scenario::<Shuttle>(variant, &scenario));
+        .run(move || check_scenario::<Shuttle>(variant, &scenario))
 }
 
 /// The body under the schedule shuttle persisted in `path`.

@@ -30,10 +30,10 @@ pub const LOOM_PREEMPTION_BOUND: usize = 2;
 pub const SHUTTLE_SEED: u64 = 0x7668_6f73_7475_7365;
 
 /// Schedules shuttle's random scheduler tries per test.
-pub const SHUTTLE_RANDOM_ITERATIONS: usize = 2_000;
+pub const SHUTTLE_RANDOM_ITERATIONS: usize = 20_000;
 
 /// Schedules shuttle's PCT scheduler tries per test.
-pub const SHUTTLE_PCT_ITERATIONS: usize = 2_000;
+pub const SHUTTLE_PCT_ITERATIONS: usize = 20_000;
 
 /// PCT's depth: the number of priority change points per schedule (a bug
 /// of depth d is found with probability at least 1/(n * k^(d-1)) per run).

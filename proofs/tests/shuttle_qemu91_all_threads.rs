@@ -1,0 +1,51 @@
+//! shuttle, no lock (`LockPolicy::Qemu91`, QEMU up to 9.1), scenario
+//! `all_threads`: 4 IOTLB updates from device start, POSTCOPY_END from the
+//! listen thread, 3 back-end misses answered by the main loop, nothing
+//! serialising the reply reads.
+//!
+//! Bounds (all in `proofs/src/lib.rs`): the random scheduler from
+//! `SHUTTLE_SEED`, at most `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules, and
+//! PCT of depth `SHUTTLE_PCT_DEPTH` (3) from the same seed, at most
+//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules, must each fail, and with the
+//! race itself (swapped, misframed or misdelivered reply), not a deadlock or
+//! any other panic. Shuttle persists the failing schedule to a file
+//! (`proofs::body::schedule_dir`); replaying that file with
+//! `shuttle::replay_from_file` must fail again with the same violation,
+//! word for word: the failure is a replayable schedule, not luck.
+//!
+//! Leaves out: pinning the schedule string in the source (it changes with
+//! every change to the number of scheduling points in the reference; the
+//! seed pins it instead, and the test captures and replays it).
+
+use proofs::body::{
+    expect_shuttle_violation, expect_violation, shuttle_pct, shuttle_random, shuttle_replay,
+};
+use proofs::scenarios::all_threads;
+use proofs::{SHUTTLE_PCT_DEPTH, SHUTTLE_PCT_ITERATIONS, SHUTTLE_RANDOM_ITERATIONS, SHUTTLE_SEED};
+use reference::scenario::{LockPolicy, Variant};
+
+const QEMU91: Variant = Variant::new(LockPolicy::Qemu91);
+
+#[test]
+fn shuttle_random_qemu91_all_threads_finds_the_race_and_replays_it() {
+    let (v, schedule) = expect_shuttle_violation(|| {
+        shuttle_random(QEMU91, all_threads(), SHUTTLE_SEED, SHUTTLE_RANDOM_ITERATIONS)
+    });
+    assert!(v.kind.is_race_symptom(), "{v}");
+    eprintln!("shuttle random found: {v}\nschedule: {}", schedule.display());
+    let replayed = expect_violation(|| shuttle_replay(QEMU91, all_threads(), &schedule));
+    assert_eq!(replayed, v, "the replayed schedule fails the same way");
+    let _ = std::fs::remove_file(&schedule);
+}
+
+#[test]
+fn shuttle_pct_qemu91_all_threads_finds_the_race_and_replays_it() {
+    let (v, schedule) = expect_shuttle_violation(|| {
+        shuttle_pct(QEMU91, all_threads(), SHUTTLE_SEED, SHUTTLE_PCT_DEPTH, SHUTTLE_PCT_ITERATIONS)
+    });
+    assert!(v.kind.is_race_symptom(), "{v}");
+    eprintln!("shuttle pct found: {v}\nschedule: {}", schedule.display());
+    let replayed = expect_violation(|| shuttle_replay(QEMU91, all_threads(), &schedule));
+    assert_eq!(replayed, v, "the replayed schedule fails the same way");
+    let _ = std::fs::remove_file(&schedule);
+}
