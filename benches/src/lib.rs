@@ -1,1 +1,614 @@
-//! Shared helpers of the benchmarks.
+//! Shared helpers of the benchmarks (`benches/reply_path.rs`): the set-ups
+//! each group measures, a pool of requesting threads, latency recording and
+//! the summary table.
+//!
+//! Measures nothing by itself. Set-ups:
+//! - [`PingPong`]: the ceiling. A raw `SOCK_STREAM` socketpair and an echo
+//!   thread exchanging the IOTLB_MSG byte sizes (44-byte request, 20-byte
+//!   reply) with plain `read`/`write`: no parsing, no lock, no allocation.
+//!   Optionally with header and payload read separately on both sides, as
+//!   QEMU and the reference back-end read (to attribute the reference's gap).
+//! - [`reference_channel`]: the reference front-end over a real socketpair
+//!   against the reference back-end, handshaken as QEMU does
+//!   ([`reference::harness::over_socketpair`]), for IOTLB updates.
+//! - [`RustVmmPeer`] and [`ReferencePeer`]: rust-vmm's `vhost` `Frontend` and
+//!   the reference front-end, each over its own socketpair against the same
+//!   reference back-end with the same minimal negotiation (features, protocol
+//!   features with REPLY_ACK), for SET_VRING_NUM with NEED_REPLY and
+//!   GET_FEATURES.
+//! - [`explore`]: one exhaustive breadth-first run of the model.
+//!
+//! Leaves out: guest memory traffic, the back-end channel (no misses are
+//! sent), the race itself (the unlocked policy is only ever driven by one
+//! thread here) and any request that is not on the measured path.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use model::ReplyRace;
+use reference::backend::{Backend, BackendConfig, BackendError};
+use reference::frontend::{Frontend, FrontendError};
+use reference::harness::{over_socketpair, BackendThread, SocketFrontend};
+use reference::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
+use reference::sync::ParkingLot;
+use reference::transport::UnixTransport;
+use reference::wire::{
+    Request, ACK_REPLY_SIZE, HEADER_SIZE, IOTLB_PAYLOAD_SIZE, PROTOCOL_F_BACKEND_REQ,
+    PROTOCOL_F_PAGEFAULT, PROTOCOL_F_REPLY_ACK,
+};
+use stateright::{Checker, HasDiscoveries, Model};
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::VhostUserFrontend;
+use vhost::VhostBackend;
+
+/// Size of an IOTLB_MSG request with its payload: 12 + 32.
+pub const REQUEST_SIZE: usize = HEADER_SIZE + IOTLB_PAYLOAD_SIZE;
+/// Size of a REPLY_ACK reply: 12 + 8.
+pub const REPLY_SIZE: usize = ACK_REPLY_SIZE;
+
+/// The ring size SET_VRING_NUM sends.
+pub const VRING_NUM: u16 = 256;
+
+/// How the benchmark binary was invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `cargo bench`: full measurement.
+    Full,
+    /// `cargo bench -- --quick`: short passes.
+    Quick,
+    /// `cargo test --benches` (no `--bench` flag): one smoke pass each.
+    Test,
+    /// `--list`: nothing is run.
+    List,
+}
+
+impl Mode {
+    /// From the process arguments.
+    pub fn from_args() -> Mode {
+        let args: Vec<String> = std::env::args().collect();
+        let has = |f: &str| args.iter().any(|a| a == f);
+        if has("--list") {
+            Mode::List
+        } else if !has("--bench") {
+            Mode::Test
+        } else if has("--quick") {
+            Mode::Quick
+        } else {
+            Mode::Full
+        }
+    }
+
+    /// How long each summary measurement runs.
+    pub fn summary_duration(self) -> Duration {
+        match self {
+            Mode::Full => Duration::from_secs(2),
+            Mode::Quick => Duration::from_millis(300),
+            Mode::Test | Mode::List => Duration::from_millis(10),
+        }
+    }
+
+    /// How many interleaved rounds the summary takes (the median is kept).
+    pub fn summary_rounds(self) -> usize {
+        match self {
+            Mode::Full => 3,
+            Mode::Quick => 1,
+            Mode::Test | Mode::List => 1,
+        }
+    }
+}
+
+/// The benchmark name filter criterion was given (the first free argument),
+/// if any.
+pub fn name_filter() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    let mut filter = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            // Criterion options that take a value.
+            "--save-baseline"
+            | "--baseline"
+            | "--baseline-lenient"
+            | "--load-baseline"
+            | "--sample-size"
+            | "--warm-up-time"
+            | "--measurement-time"
+            | "--nresamples"
+            | "--noise-threshold"
+            | "--confidence-level"
+            | "--significance-level"
+            | "--profile-time"
+            | "--plotting-backend"
+            | "--output-format"
+            | "--color"
+            | "-c"
+            | "--format"
+            | "--logfile"
+            | "--skip" => {
+                args.next();
+            }
+            s if s.starts_with('-') => {}
+            s => filter = Some(s.to_string()),
+        }
+    }
+    filter
+}
+
+/// Whether `name` passes criterion's substring filter.
+pub fn selected(name: &str) -> bool {
+    name_filter().is_none_or(|f| name.contains(&f))
+}
+
+// ----- the ceiling -----------------------------------------------------------
+
+/// A raw socketpair with an echo thread answering every 44-byte request with
+/// a 20-byte reply.
+pub struct PingPong {
+    stream: UnixStream,
+    split_reads: bool,
+    echo: Option<JoinHandle<()>>,
+    request: [u8; REQUEST_SIZE],
+}
+
+/// Reads exactly `buf.len()` bytes; false at end of stream.
+fn read_exact_or_eof(s: &mut UnixStream, buf: &mut [u8]) -> bool {
+    s.read_exact(buf).is_ok()
+}
+
+impl PingPong {
+    /// A connected pair and its echo thread. With `split_reads`, both sides
+    /// read the 12-byte header and the payload as two reads (QEMU's and the
+    /// reference's pattern); without, one read per message.
+    pub fn new(split_reads: bool) -> PingPong {
+        let (stream, mut peer) = UnixStream::pair().expect("socketpair");
+        let echo = std::thread::Builder::new()
+            .name("pingpong-echo".into())
+            .spawn(move || {
+                let mut req = [0u8; REQUEST_SIZE];
+                let reply = [0u8; REPLY_SIZE];
+                loop {
+                    let ok = if split_reads {
+                        let (h, p) = req.split_at_mut(HEADER_SIZE);
+                        read_exact_or_eof(&mut peer, h) && read_exact_or_eof(&mut peer, p)
+                    } else {
+                        read_exact_or_eof(&mut peer, &mut req)
+                    };
+                    if !ok || peer.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the echo thread");
+        PingPong { stream, split_reads, echo: Some(echo), request: [0u8; REQUEST_SIZE] }
+    }
+
+    /// One request and its reply.
+    pub fn round_trip(&mut self) {
+        self.stream.write_all(&self.request).expect("write the request");
+        let mut reply = [0u8; REPLY_SIZE];
+        let ok = if self.split_reads {
+            let (h, p) = reply.split_at_mut(HEADER_SIZE);
+            read_exact_or_eof(&mut self.stream, h) && read_exact_or_eof(&mut self.stream, p)
+        } else {
+            read_exact_or_eof(&mut self.stream, &mut reply)
+        };
+        assert!(ok, "the echo thread closed the socket");
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(h) = self.echo.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+// ----- the reference channel ------------------------------------------------
+
+/// The scenario the reference set-ups use: the default one without back-end
+/// misses (nothing is sent on the back-end channel while measuring).
+pub fn bench_scenario() -> Scenario {
+    Scenario { backend_misses: 0, ..Scenario::default() }
+}
+
+/// The unlocked policy (QEMU up to 9.1).
+pub const UNLOCKED: Variant = Variant::new(LockPolicy::Qemu91);
+/// The request/reply mutex policy (July 2024 patch).
+pub const MUTEX: Variant = Variant::new(LockPolicy::Mutex);
+
+/// A handshaken reference front-end over a socketpair and its back-end.
+pub struct ReferenceChannel {
+    /// The front-end, shared by the requesting threads.
+    pub frontend: Arc<SocketFrontend>,
+    backend: Option<BackendThread>,
+}
+
+/// Connects and handshakes a reference front-end with `variant`'s locks.
+pub fn reference_channel(variant: Variant) -> ReferenceChannel {
+    let (fe, backend) = over_socketpair(variant, &bench_scenario()).expect("handshake");
+    ReferenceChannel { frontend: Arc::new(fe), backend: Some(backend) }
+}
+
+impl ReferenceChannel {
+    /// One IOTLB update with NEED_REPLY for virtqueue `vq`'s used ring and
+    /// its REPLY_ACK (`vhost_user_send_device_iotlb_msg`).
+    pub fn update(&self, vq: u8) {
+        update(&self.frontend, vq);
+    }
+}
+
+/// One IOTLB update with NEED_REPLY on `fe` and its reply.
+pub fn update(fe: &SocketFrontend, vq: u8) {
+    fe.vhost_user_send_device_iotlb_msg(ThreadRole::DeviceStart, &Scenario::iotlb_update(vq))
+        .expect("IOTLB update acknowledged");
+}
+
+impl Drop for ReferenceChannel {
+    fn drop(&mut self) {
+        self.frontend.shutdown();
+        if let Some(b) = self.backend.take() {
+            let _ = b.join();
+        }
+    }
+}
+
+// ----- requesting threads ---------------------------------------------------
+
+/// What a worker runs once per request: its index, then nothing.
+pub type Op = Arc<dyn Fn(usize) + Send + Sync>;
+
+enum Job {
+    Run { n: u64, record: bool },
+}
+
+/// A pool of requesting threads, each running an [`Op`] on command.
+pub struct Workers {
+    jobs: Vec<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<Option<Histogram<u64>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// A histogram for per-request latencies in nanoseconds (1 ns to 10 s).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds")
+}
+
+impl Workers {
+    /// `threads` workers running `op`.
+    pub fn new(threads: usize, op: Op) -> Workers {
+        let (done_tx, done) = mpsc::channel();
+        let mut jobs = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..threads {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let op = Arc::clone(&op);
+            let done_tx = done_tx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("requester-{i}"))
+                .spawn(move || {
+                    while let Ok(Job::Run { n, record }) = rx.recv() {
+                        let hist = if record {
+                            let mut h = latency_histogram();
+                            for _ in 0..n {
+                                let t = Instant::now();
+                                op(i);
+                                h.saturating_record(t.elapsed().as_nanos() as u64);
+                            }
+                            Some(h)
+                        } else {
+                            for _ in 0..n {
+                                op(i);
+                            }
+                            None
+                        };
+                        if done_tx.send(hist).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("spawn a requester");
+            jobs.push(tx);
+            handles.push(h);
+        }
+        Workers { jobs, done, handles }
+    }
+
+    /// Runs `total` requests split over the workers; the wall time from the
+    /// start to the last one done.
+    pub fn run(&self, total: u64) -> Duration {
+        self.dispatch(total, false).0
+    }
+
+    /// Runs `per_thread` requests on each worker, recording each request's
+    /// latency; the wall time and the merged histogram.
+    pub fn run_recorded(&self, per_thread: u64) -> (Duration, Histogram<u64>) {
+        self.dispatch(per_thread * self.jobs.len() as u64, true)
+    }
+
+    fn dispatch(&self, total: u64, record: bool) -> (Duration, Histogram<u64>) {
+        let n = self.jobs.len() as u64;
+        let start = Instant::now();
+        for (i, tx) in self.jobs.iter().enumerate() {
+            let share = total / n + u64::from((i as u64) < total % n);
+            tx.send(Job::Run { n: share, record }).expect("worker alive");
+        }
+        let mut merged = latency_histogram();
+        for _ in 0..n {
+            if let Some(h) = self.done.recv().expect("worker finished") {
+                merged.add(&h).expect("same bounds");
+            }
+        }
+        (start.elapsed(), merged)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+// ----- the peer comparison ---------------------------------------------------
+
+/// The reference back-end serving one raw socketpair end, no memory mapping,
+/// no misses.
+fn spawn_reference_backend(stream: UnixStream) -> JoinHandle<Result<(), BackendError>> {
+    let cfg = BackendConfig { map_memory: false, misses: 0, miss_need_reply: false };
+    std::thread::Builder::new()
+        .name("vhost-user-backend".into())
+        .spawn(move || Backend::new(UnixTransport::from_stream(stream), None, cfg).serve())
+        .expect("spawn the back-end")
+}
+
+/// rust-vmm's `vhost::vhost_user::Frontend` against the reference back-end.
+pub struct RustVmmPeer {
+    frontend: Option<vhost::vhost_user::Frontend>,
+    backend: Option<JoinHandle<Result<(), BackendError>>>,
+}
+
+impl RustVmmPeer {
+    /// Connects and negotiates: SET_OWNER, GET_FEATURES, SET_FEATURES,
+    /// GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES with REPLY_ACK.
+    pub fn new() -> RustVmmPeer {
+        let (fe_sock, be_sock) = UnixStream::pair().expect("socketpair");
+        let backend = spawn_reference_backend(be_sock);
+        let mut fe = vhost::vhost_user::Frontend::from_stream(fe_sock, 1);
+        fe.set_owner().expect("SET_OWNER");
+        let features = fe.get_features().expect("GET_FEATURES");
+        fe.set_features(features).expect("SET_FEATURES");
+        let offered = fe.get_protocol_features().expect("GET_PROTOCOL_FEATURES");
+        assert!(offered.contains(VhostUserProtocolFeatures::REPLY_ACK));
+        fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK)
+            .expect("SET_PROTOCOL_FEATURES");
+        RustVmmPeer { frontend: Some(fe), backend: Some(backend) }
+    }
+
+    fn fe(&self) -> &vhost::vhost_user::Frontend {
+        self.frontend.as_ref().expect("connected")
+    }
+
+    /// SET_VRING_NUM with NEED_REPLY (rust-vmm sets it from the header flags
+    /// given to `set_hdr_flags`, and waits for the ack since REPLY_ACK is
+    /// negotiated) and its REPLY_ACK.
+    pub fn set_vring_num(&self) {
+        self.fe().set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        self.fe().set_vring_num(0, VRING_NUM).expect("SET_VRING_NUM acknowledged");
+    }
+
+    /// GET_FEATURES (no NEED_REPLY, as QEMU sends it) and its u64 reply.
+    pub fn get_features(&self) -> u64 {
+        self.fe().set_hdr_flags(VhostUserHeaderFlag::empty());
+        self.fe().get_features().expect("GET_FEATURES")
+    }
+}
+
+impl Default for RustVmmPeer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for RustVmmPeer {
+    fn drop(&mut self) {
+        // Closing the front-end's socket ends the back-end's serve loop.
+        drop(self.frontend.take());
+        if let Some(b) = self.backend.take() {
+            let _ = b.join();
+        }
+    }
+}
+
+/// The reference front-end against the reference back-end, negotiated as
+/// [`RustVmmPeer`] is.
+pub struct ReferencePeer {
+    frontend: Frontend<ParkingLot, UnixTransport>,
+    backend: Option<JoinHandle<Result<(), BackendError>>>,
+}
+
+impl ReferencePeer {
+    /// Connects with `variant`'s locks and negotiates: GET_FEATURES,
+    /// GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES (REPLY_ACK, BACKEND_REQ,
+    /// PAGEFAULT as QEMU asks; only REPLY_ACK matters here).
+    pub fn new(variant: Variant) -> Result<ReferencePeer, FrontendError> {
+        let (fe_sock, be_sock) = UnixStream::pair().expect("socketpair");
+        let backend = spawn_reference_backend(be_sock);
+        let fe =
+            Frontend::new(UnixTransport::from_stream(fe_sock), None, variant, bench_scenario());
+        let role = ThreadRole::MainLoop;
+        fe.vhost_user_get_features(role)?;
+        let offered = fe.vhost_user_get_u64(role, Request::GetProtocolFeatures)?;
+        let wanted = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_BACKEND_REQ | PROTOCOL_F_PAGEFAULT;
+        fe.vhost_user_set_u64(role, Request::SetProtocolFeatures, offered & wanted, false)?;
+        Ok(ReferencePeer { frontend: fe, backend: Some(backend) })
+    }
+
+    /// SET_VRING_NUM with NEED_REPLY and its REPLY_ACK. The reference's
+    /// `vhost_user_set_vring_num` sends no NEED_REPLY (as QEMU); its
+    /// `vhost_user_set_u64` with `wait_for_reply` sends the same 20 bytes
+    /// (`struct vhost_vring_state` is index and num, two little-endian u32,
+    /// i.e. the u64 `index | num << 32`) with NEED_REPLY, under the variant's
+    /// request/reply mutex.
+    pub fn set_vring_num(&self) {
+        let value = u64::from(VRING_NUM) << 32;
+        self.frontend
+            .vhost_user_set_u64(ThreadRole::MainLoop, Request::SetVringNum, value, true)
+            .expect("SET_VRING_NUM acknowledged");
+    }
+
+    /// GET_FEATURES and its u64 reply (`vhost_user_get_features`).
+    pub fn get_features(&self) -> u64 {
+        self.frontend.vhost_user_get_features(ThreadRole::MainLoop).expect("GET_FEATURES")
+    }
+}
+
+impl Drop for ReferencePeer {
+    fn drop(&mut self) {
+        self.frontend.shutdown();
+        if let Some(b) = self.backend.take() {
+            let _ = b.join();
+        }
+    }
+}
+
+// ----- the model -----------------------------------------------------------
+
+/// The larger model scenario: 8 virtqueues, 3 back-end misses, every thread
+/// (device start, postcopy end, main loop).
+pub fn large_scenario() -> Scenario {
+    Scenario { virtqueues: 8, backend_misses: 3, ..Scenario::default() }
+}
+
+/// One exhaustive breadth-first run of the model of `variant` on
+/// `scenario` with `threads` checker threads, exploring everything as
+/// `model::verdict::check` does, but joined instead of polled (`check`
+/// sleeps 20 ms between polls, which would dominate a run of milliseconds).
+/// Returns the unique states and the wall time.
+pub fn explore(variant: Variant, scenario: Scenario, threads: usize) -> (usize, Duration) {
+    let start = Instant::now();
+    let checker = ReplyRace::new(variant, scenario)
+        .checker()
+        .threads(threads.max(1))
+        .finish_when(HasDiscoveries::AnyOf(BTreeSet::new()))
+        .spawn_bfs()
+        .join();
+    (checker.unique_state_count(), start.elapsed())
+}
+
+/// [`explore`] over every variant in turn; total unique states and time.
+pub fn explore_all(scenario: Scenario, threads: usize) -> (usize, Duration) {
+    Variant::all().into_iter().fold((0, Duration::ZERO), |(n, t), v| {
+        let (n1, t1) = explore(v, scenario, threads);
+        (n + n1, t + t1)
+    })
+}
+
+// ----- reporting -------------------------------------------------------------
+
+/// The median of `xs` (sorted in place); 0 when empty.
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Formats a rate with thousands separators.
+pub fn per_second(rate: f64) -> String {
+    let n = rate.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats nanoseconds as microseconds.
+pub fn micros(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_front_ends_send_the_same_set_vring_num_bytes() {
+        // What each front-end writes for SET_VRING_NUM with NEED_REPLY,
+        // captured by a fake back-end that acks.
+        fn capture(send: impl FnOnce(UnixStream) + Send + 'static) -> Vec<u8> {
+            let (fe, mut be) = UnixStream::pair().unwrap();
+            let h = std::thread::spawn(move || send(fe));
+            let mut req = [0u8; 20];
+            be.read_exact(&mut req).unwrap();
+            // rust-vmm without REPLY_ACK negotiated may be gone already.
+            let _ = be.write_all(&reference::wire::ack_reply(Request::SetVringNum, 0));
+            h.join().unwrap();
+            req.to_vec()
+        }
+        let vmm = capture(|s| {
+            let fe = vhost::vhost_user::Frontend::from_stream(s, 1);
+            fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+            // REPLY_ACK is not negotiated on this bare stream, so rust-vmm
+            // does not wait; the header flag still goes out.
+            fe.set_vring_num(0, VRING_NUM).unwrap();
+        });
+        let reference = capture(|s| {
+            let fe = Frontend::<ParkingLot, _>::new(
+                UnixTransport::from_stream(s),
+                None,
+                MUTEX,
+                bench_scenario(),
+            );
+            let value = u64::from(VRING_NUM) << 32;
+            fe.vhost_user_set_u64(ThreadRole::MainLoop, Request::SetVringNum, value, true).unwrap();
+        });
+        assert_eq!(vmm, reference);
+        assert_eq!(&reference[4..8], &0x9u32.to_le_bytes(), "version | NEED_REPLY");
+    }
+
+    #[test]
+    fn every_set_up_completes_a_request() {
+        PingPong::new(false).round_trip();
+        PingPong::new(true).round_trip();
+        reference_channel(UNLOCKED).update(0);
+        let w = Workers::new(2, {
+            let ch = reference_channel(MUTEX);
+            Arc::new(move |i| ch.update(i as u8))
+        });
+        let (_, h) = w.run_recorded(3);
+        assert_eq!(h.len(), 6);
+        let vmm = RustVmmPeer::new();
+        vmm.set_vring_num();
+        assert_eq!(vmm.get_features(), reference::backend::BACKEND_FEATURES);
+        let r = ReferencePeer::new(MUTEX).unwrap();
+        r.set_vring_num();
+        assert_eq!(r.get_features(), reference::backend::BACKEND_FEATURES);
+    }
+
+    #[test]
+    fn per_second_groups_thousands() {
+        assert_eq!(per_second(1_234_567.4), "1,234,567");
+        assert_eq!(per_second(999.0), "999");
+    }
+}
