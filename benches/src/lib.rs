@@ -86,7 +86,7 @@ impl Mode {
     /// How long each summary measurement runs.
     pub fn summary_duration(self) -> Duration {
         match self {
-            Mode::Full => Duration::from_secs(2),
+            Mode::Full => Duration::from_secs(1),
             Mode::Quick => Duration::from_millis(300),
             Mode::Test | Mode::List => Duration::from_millis(10),
         }
@@ -95,7 +95,7 @@ impl Mode {
     /// How many interleaved rounds the summary takes (the median is kept).
     pub fn summary_rounds(self) -> usize {
         match self {
-            Mode::Full => 3,
+            Mode::Full => 5,
             Mode::Quick => 1,
             Mode::Test | Mode::List => 1,
         }
