@@ -35,7 +35,7 @@ use reference::backend::{Backend, BackendConfig, BackendError};
 use reference::frontend::{Frontend, FrontendError};
 use reference::harness::{over_socketpair, BackendThread, SocketFrontend};
 use reference::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
-use reference::sync::ParkingLot;
+use reference::sync::{with_lock_if, Lock, Monitor, ParkingLot};
 use reference::transport::UnixTransport;
 use reference::wire::{
     Request, ACK_REPLY_SIZE, HEADER_SIZE, IOTLB_PAYLOAD_SIZE, PROTOCOL_F_BACKEND_REQ,
@@ -206,6 +206,35 @@ impl Drop for PingPong {
         if let Some(h) = self.echo.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// The request/reply mutex alone: one uncontended take and release of the
+/// reference's lock type ([`reference::sync::Lock`] of [`ParkingLot`]),
+/// through `with_lock_if` exactly as the front-end takes it.
+pub struct LockOnly {
+    lock: Lock<ParkingLot>,
+}
+
+impl Default for LockOnly {
+    fn default() -> Self {
+        LockOnly { lock: <Lock<ParkingLot> as Monitor<()>>::new(()) }
+    }
+}
+
+impl LockOnly {
+    /// Takes and releases the lock once.
+    pub fn take(&self) {
+        with_lock_if::<ParkingLot, _>(&self.lock, true, || std::hint::black_box(()));
+    }
+
+    /// Nanoseconds per take and release, over `iters` of them.
+    pub fn ns_per_take(&self, iters: u32) -> f64 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            self.take();
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(iters)
     }
 }
 
