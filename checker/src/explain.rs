@@ -24,7 +24,7 @@ pub struct ExplainArgs {
     /// The QEMU log file to explain (other lines in it are ignored).
     pub log: PathBuf,
     /// Variant to try (repeatable); every variant if absent.
-    #[arg(long = "variant")]
+    #[arg(long = "variant", value_name = "VARIANT")]
     pub variants: Vec<Variant>,
     /// Largest virtqueue count the scenario grows to when the log needs more calls.
     #[arg(long, default_value_t = Bound::default().max_virtqueues,
