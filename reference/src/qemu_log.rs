@@ -208,13 +208,15 @@ impl LogLine {
 
 /// Byte offset just past `qemu-kvm:` or `qemu-system-<arch>:` if present.
 fn find_program_prefix(line: &str) -> Option<usize> {
+    // Every occurrence: a journal line names the program twice, first as
+    // `qemu-system-x86_64[pid]:` (not the prefix), then as QEMU prints it.
     for name in ["qemu-kvm:", "qemu-system-"] {
-        if let Some(pos) = line.find(name) {
+        for (pos, _) in line.match_indices(name) {
             let after = pos + name.len();
             if name.ends_with(':') {
                 return Some(after);
             }
-            let colon = line[after..].find(':')?;
+            let Some(colon) = line[after..].find(':') else { continue };
             if line[after..after + colon].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Some(after + colon + 1);
             }
@@ -303,6 +305,19 @@ qemu-kvm: vhost_user_postcopy_end: 4100,4133: Failed to receive reply to postcop
         assert_eq!(stamped.error, QemuError::ReadHeaderFlags { flags: 0 });
         let bare = LogLine::parse("Failed to receive reply to postcopy_end").unwrap();
         assert_eq!(bare.error, QemuError::PostcopyEndFailed);
+    }
+
+    #[test]
+    fn journal_lines_name_the_program_twice() {
+        let l = LogLine::parse(
+            "Aug 01 10:17:41 host qemu-system-x86_64[31337]: qemu-system-x86_64: vhost_user_postcopy_end: 31337,31342: Failed to receive reply to postcopy_end",
+        )
+        .unwrap();
+        assert_eq!(l, LogLine { ids: Some((31337, 31342)), error: QemuError::PostcopyEndFailed });
+        let k = LogLine::parse(
+            "Aug 01 10:17:41 host qemu-kvm[31337]: qemu-kvm: Fail to update device iotlb",
+        );
+        assert_eq!(k, Some(LogLine { ids: None, error: QemuError::IotlbUpdateFailed }));
     }
 
     #[test]
