@@ -188,7 +188,7 @@ fn text_report(
                 }
                 let _ = writeln!(out);
                 out.push_str(&model::trace::render(&model, &f.actions));
-                let _ = writeln!(out, "\nLog lines matched:");
+                let _ = writeln!(out, "\nThe log's lines, matched to the steps above (the diagram's own log uses the model's thread ids):");
                 for (m, n) in f.matched.iter().zip(&log.line_numbers) {
                     let _ = writeln!(
                         out,
