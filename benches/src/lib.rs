@@ -86,18 +86,27 @@ impl Mode {
     /// How long each summary measurement runs.
     pub fn summary_duration(self) -> Duration {
         match self {
-            Mode::Full => Duration::from_secs(1),
-            Mode::Quick => Duration::from_millis(300),
+            Mode::Full => Duration::from_millis(300),
+            Mode::Quick => Duration::from_millis(100),
             Mode::Test | Mode::List => Duration::from_millis(10),
         }
     }
 
-    /// How many interleaved rounds the summary takes (the median is kept).
+    /// How many interleaved rounds the summary takes of the request
+    /// set-ups (the median is kept, ratios are paired within a round).
     pub fn summary_rounds(self) -> usize {
         match self {
-            Mode::Full => 5,
-            Mode::Quick => 1,
+            Mode::Full => 15,
+            Mode::Quick => 3,
             Mode::Test | Mode::List => 1,
+        }
+    }
+
+    /// How many rounds of each model run the summary takes.
+    pub fn model_rounds(self) -> usize {
+        match self {
+            Mode::Full => 3,
+            Mode::Quick | Mode::Test | Mode::List => 1,
         }
     }
 }
@@ -549,6 +558,23 @@ pub fn median(xs: &mut [f64]) -> f64 {
     }
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
+}
+
+/// The `q` quantile (0 to 1) of `xs`, nearest rank; 0 when empty.
+pub fn quantile(xs: &[f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The median of the element-wise ratios `a[i] / b[i]` (pairs measured in
+/// the same round, so that slow drift of the machine cancels).
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    median(&mut r)
 }
 
 /// The 1-minute load average, from `/proc/loadavg`.
