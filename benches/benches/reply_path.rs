@@ -23,8 +23,8 @@
 //! After the groups, a `summary` pass measures the same set-ups again,
 //! interleaved round by round (median of the rounds), recording every
 //! request's latency in an HDR histogram (criterion gives no p99), and prints
-//! the README table with the load average. `cargo bench -- --quick` shortens
-//! everything; a name filter skips the summary unless it matches `summary`.
+//! the README table with the load average. `cargo bench -p benches -- --quick` (or, from the
+//! workspace root, `cargo bench --bench '*' -- --quick`) shortens everything; a name filter skips the summary unless it matches `summary`.
 //!
 //! Leaves out: guest memory traffic, the back-end channel, the race (the
 //! unlocked front-end is only driven by one thread), and process boundaries
