@@ -20,11 +20,13 @@
 //!   variants on `Scenario::default()`) and `large-qemu-9.1/{1,2}` (8
 //!   virtqueues, 3 back-end misses, every thread), with 1 and 2 checker threads.
 //!
-//! After the groups, a `summary` pass measures the same set-ups again,
-//! interleaved round by round (median of the rounds), recording every
-//! request's latency in an HDR histogram (criterion gives no p99), and prints
-//! the README table with the load average. `cargo bench -p benches -- --quick` (or, from the
-//! workspace root, `cargo bench --bench '*' -- --quick`) shortens everything; a name filter skips the summary unless it matches `summary`.
+//! After the groups, a `summary` pass measures the same set-ups again in
+//! short interleaved rounds (the median is kept; ratios are paired within a
+//! round), recording every request's latency in an HDR histogram (criterion
+//! gives no p99), and prints the README table with the load average.
+//! `cargo bench -p benches -- --quick` (from the workspace root:
+//! `cargo bench --bench '*' -- --quick`) shortens everything; a name filter
+//! skips the summary unless it matches `summary`.
 //!
 //! Leaves out: guest memory traffic, the back-end channel, the race (the
 //! unlocked front-end is only driven by one thread), and process boundaries
