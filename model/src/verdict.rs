@@ -92,10 +92,11 @@ pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdi
         builder = builder.target_state_count(n);
     }
     let checker = builder.spawn_bfs();
+    // Without progress, `join` waits; with it, poll and report once a second.
     let mut last_report = Instant::now();
-    while !checker.is_done() {
-        std::thread::sleep(Duration::from_millis(20));
-        if opts.progress && last_report.elapsed() >= Duration::from_secs(1) {
+    while opts.progress && !checker.is_done() {
+        std::thread::sleep(Duration::from_millis(5));
+        if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let _ = writeln!(
                 std::io::stderr(),
