@@ -24,8 +24,8 @@
 //! short interleaved rounds (the median is kept; ratios are paired within a
 //! round), recording every request's latency in an HDR histogram (criterion
 //! gives no p99), and prints the README table with the load average.
-//! `cargo bench -p benches -- --quick` (from the workspace root:
-//! `cargo bench --bench '*' -- --quick`) shortens everything; a name filter
+//! `cargo bench -- --quick` (at the root or with `-p benches`) shortens
+//! everything; a name filter
 //! skips the summary unless it matches `summary`.
 //!
 //! Leaves out: guest memory traffic, the back-end channel, the race (the
