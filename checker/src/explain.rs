@@ -200,9 +200,24 @@ fn text_report(
                 }
             }
             None if e.decided() => {
+                let counted = e.searches.iter().filter(|s| s.ruled_out_by_count).count();
+                let how = if counted == 0 {
+                    "every scenario searched whole and as a fragment".to_string()
+                } else if counted == e.searches.len() {
+                    "fail-start stops device start at its first failed update: no scenario \
+                     within the bound has enough IOTLB calls that can fail"
+                        .to_string()
+                } else {
+                    format!(
+                        "{} of {} searches ruled out by counting the IOTLB calls that can fail, \
+                         the rest searched whole and as a fragment",
+                        counted,
+                        e.searches.len()
+                    )
+                };
                 let _ = writeln!(
                     out,
-                    "=== {}: not explainable within the bound ({} search nodes, every scenario searched whole and as a fragment)",
+                    "=== {}: not explainable within the bound ({} search nodes, {how})",
                     e.variant,
                     e.nodes()
                 );

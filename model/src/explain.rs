@@ -114,6 +114,18 @@ pub fn iotlb_calls_needed(target: &[LogLine], postcopy_end: bool) -> usize {
     reports.max(read_errors.saturating_sub(usize::from(postcopy_end)))
 }
 
+/// How many IOTLB calls of `scenario` can fail under `variant`: every answer
+/// to a miss, and every device-start update, except that with QEMU 9.2's
+/// fail-start device start stops at its first failed update.
+pub fn failing_iotlb_calls_possible(variant: Variant, scenario: &Scenario) -> usize {
+    let device_start = match (scenario.device_start, variant.fail_start) {
+        (false, _) => 0,
+        (true, false) => usize::from(scenario.virtqueues),
+        (true, true) => usize::from(scenario.virtqueues.min(1)),
+    };
+    usize::from(scenario.backend_misses) + device_start
+}
+
 /// The scenarios to search, smallest first: `base`, then `base` with more
 /// virtqueues (if device start runs) and more misses, up to `bound`, keeping
 /// only those with at least [`iotlb_calls_needed`] IOTLB calls. The bound
@@ -179,6 +191,9 @@ pub struct SearchRecord {
     pub complete: bool,
     /// Whether it found an explanation.
     pub found: bool,
+    /// Whether counting alone ruled it out (fewer IOTLB calls can fail under
+    /// the variant than the log reports), so no node was visited.
+    pub ruled_out_by_count: bool,
 }
 
 /// A line of the target and the model step that emits it.
@@ -253,6 +268,18 @@ pub fn explain(
     let mut searches = Vec::new();
     for kind in [MatchKind::Whole, MatchKind::Fragment] {
         for &scenario in scenarios {
+            let needed = iotlb_calls_needed(target, scenario.postcopy_end);
+            if failing_iotlb_calls_possible(variant, &scenario) < needed {
+                searches.push(SearchRecord {
+                    scenario,
+                    kind,
+                    nodes: 0,
+                    complete: true,
+                    found: false,
+                    ruled_out_by_count: true,
+                });
+                continue;
+            }
             let model = ReplyRace::new(variant, scenario);
             let result = search(&model, target, kind, limits.max_nodes);
             searches.push(SearchRecord {
@@ -261,6 +288,7 @@ pub fn explain(
                 nodes: result.nodes,
                 complete: result.complete,
                 found: result.path.is_some(),
+                ruled_out_by_count: false,
             });
             if let Some(actions) = result.path {
                 let found = Some(found(&model, target, kind, actions));
@@ -517,6 +545,17 @@ mod tests {
         assert_eq!(got, [(3, 1), (2, 2), (4, 1), (3, 2), (2, 3), (4, 2), (3, 3), (4, 3)]);
         assert!(scenarios(Scenario::default(), &fails, Bound { max_virtqueues: 2, max_misses: 1 })
             .is_empty());
+    }
+
+    #[test]
+    fn fail_start_lets_device_start_fail_once() {
+        let s = Scenario { virtqueues: 4, backend_misses: 2, ..Scenario::default() };
+        let unlocked = Variant::new(LockPolicy::Qemu91);
+        assert_eq!(failing_iotlb_calls_possible(unlocked, &s), 6);
+        let fail_start = Variant { fail_start: true, ..unlocked };
+        assert_eq!(failing_iotlb_calls_possible(fail_start, &s), 3);
+        let no_start = Scenario { device_start: false, ..s };
+        assert_eq!(failing_iotlb_calls_possible(fail_start, &no_start), 2);
     }
 
     #[test]

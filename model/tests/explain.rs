@@ -143,6 +143,26 @@ fn the_cascade_log_needs_a_larger_scenario() {
 }
 
 #[test]
+fn fail_start_is_ruled_out_of_the_cascade_by_counting_and_the_count_is_tight() {
+    let log = parse_log(CASCADE);
+    let v = variant("qemu-9.1+fail-start");
+    // Five failed IOTLB calls; fail-start lets device start fail only once,
+    // so three misses are one too few.
+    let scenarios = explain::scenarios(Scenario::default(), &log.lines, Bound::default());
+    let e = explain(&log.lines, v, &scenarios, Limits::default());
+    assert!(!e.explained() && e.decided());
+    assert!(e.searches.iter().all(|s| s.ruled_out_by_count && s.nodes == 0));
+    // With a fourth miss the search runs and finds it: counting pruned
+    // nothing the model can produce.
+    let bound = Bound { max_misses: 4, ..Bound::default() };
+    let scenarios = explain::scenarios(Scenario::default(), &log.lines, bound);
+    let e = explain(&log.lines, v, &scenarios, Limits::default());
+    let f = e.found.as_ref().expect("fail-start produces the cascade with 4 misses");
+    assert_eq!(f.scenario.backend_misses, 4);
+    assert_eq!(&replayed_lines(&e)[f.lines_before..][..12], &log.lines[..]);
+}
+
+#[test]
 fn a_flags_value_no_stream_holds_is_explained_by_nothing() {
     let mut lines = parse_log(FACTS_EXAMPLE).lines;
     lines.insert(0, LogLine::from_thread(4133, QemuError::ReadHeaderFlags { flags: 0x1234 }));
