@@ -22,7 +22,6 @@
 //! sent), the race itself (the unlocked policy is only ever driven by one
 //! thread here) and any request that is not on the measured path.
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc};
@@ -30,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use model::verdict::exhaustive;
 use model::ReplyRace;
 use reference::backend::{Backend, BackendConfig, BackendError};
 use reference::frontend::{Frontend, FrontendError};
@@ -41,7 +41,7 @@ use reference::wire::{
     Request, ACK_REPLY_SIZE, HEADER_SIZE, IOTLB_PAYLOAD_SIZE, PROTOCOL_F_BACKEND_REQ,
     PROTOCOL_F_PAGEFAULT, PROTOCOL_F_REPLY_ACK,
 };
-use stateright::{Checker, HasDiscoveries, Model};
+use stateright::Checker;
 use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::VhostBackend;
@@ -526,18 +526,12 @@ pub fn large_scenario() -> Scenario {
 }
 
 /// One exhaustive breadth-first run of the model of `variant` on
-/// `scenario` with `threads` checker threads, exploring everything as
-/// `model::verdict::check` does, but joined instead of polled (`check`
-/// sleeps 20 ms between polls, which would dominate a run of milliseconds).
+/// `scenario` with `threads` checker threads, as `model::verdict::check`
+/// explores, without the counterexample search that follows it there.
 /// Returns the unique states and the wall time.
 pub fn explore(variant: Variant, scenario: Scenario, threads: usize) -> (usize, Duration) {
     let start = Instant::now();
-    let checker = ReplyRace::new(variant, scenario)
-        .checker()
-        .threads(threads.max(1))
-        .finish_when(HasDiscoveries::AnyOf(BTreeSet::new()))
-        .spawn_bfs()
-        .join();
+    let checker = exhaustive(ReplyRace::new(variant, scenario), threads).spawn_bfs().join();
     (checker.unique_state_count(), start.elapsed())
 }
 

@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use reference::scenario::{Scenario, Variant};
-use stateright::{Checker, HasDiscoveries, Model};
+use stateright::{Checker, CheckerBuilder, HasDiscoveries, Model};
 
 use crate::{Action, ReplyRace, PROPERTIES};
 
@@ -79,15 +79,17 @@ impl Verdict {
     }
 }
 
+/// The checker every verdict (and the benchmarks) runs: `threads` threads,
+/// never stopping at the first discoveries, so it explores everything.
+pub fn exhaustive(model: ReplyRace, threads: usize) -> CheckerBuilder<ReplyRace> {
+    model.checker().threads(threads.max(1)).finish_when(HasDiscoveries::AnyOf(BTreeSet::new()))
+}
+
 /// Checks `variant` on `scenario` exhaustively (breadth first).
 pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdict {
     let model = ReplyRace::new(variant, scenario);
     let start = Instant::now();
-    let mut builder = model
-        .checker()
-        .threads(opts.threads.max(1))
-        // Never stop at the first discoveries: explore everything.
-        .finish_when(HasDiscoveries::AnyOf(BTreeSet::new()));
+    let mut builder = exhaustive(model, opts.threads);
     if let Some(n) = opts.max_states {
         builder = builder.target_state_count(n);
     }
