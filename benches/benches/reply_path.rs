@@ -25,8 +25,7 @@
 //! round), recording every request's latency in an HDR histogram (criterion
 //! gives no p99), and prints the README table with the load average.
 //! `cargo bench -- --quick` (at the root or with `-p benches`) shortens
-//! everything; a name filter
-//! skips the summary unless it matches `summary`.
+//! everything; a name filter skips the summary unless it matches `summary`.
 //!
 //! Leaves out: guest memory traffic, the back-end channel, the race (the
 //! unlocked front-end is only driven by one thread), and process boundaries
