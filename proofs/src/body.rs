@@ -23,7 +23,7 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -244,18 +244,25 @@ pub fn loom_check(variant: Variant, scenario: Scenario) -> usize {
     executions.load(Ordering::Relaxed)
 }
 
-/// Where shuttle writes failing schedules: one directory per test process,
-/// so that every runner of the process shares one configuration (shuttle's
-/// panic hook keeps the first one it sees).
+/// Where shuttle writes the failing schedules [`expect_shuttle_violation`]
+/// waits for: one directory per test process, so that every runner of the
+/// process shares one configuration (shuttle's panic hook keeps the first one
+/// it sees). It exists only while such a run is under way.
 pub fn schedule_dir() -> PathBuf {
     std::env::temp_dir().join(format!("proofs-shuttle-schedules-{}", std::process::id()))
 }
 
+/// Runs expected to fail write their schedule to [`schedule_dir`], which
+/// [`expect_shuttle_violation`] creates first; the others (a policy that
+/// must pass) print it with the failure, so they leave nothing behind.
 fn shuttle_config() -> shuttle::Config {
-    let dir = schedule_dir();
-    std::fs::create_dir_all(&dir).expect("create the schedule directory");
     let mut config = shuttle::Config::new();
-    config.failure_persistence = shuttle::FailurePersistence::File(Some(dir));
+    let dir = schedule_dir();
+    config.failure_persistence = if dir.is_dir() {
+        shuttle::FailurePersistence::File(Some(dir))
+    } else {
+        shuttle::FailurePersistence::Print
+    };
     config
 }
 
@@ -282,9 +289,9 @@ pub fn shuttle_pct(
         .run(move || check_scenario::<Shuttle>(variant, &scenario))
 }
 
-/// The body under the schedule shuttle persisted in `path`.
-pub fn shuttle_replay(variant: Variant, scenario: Scenario, path: &Path) {
-    shuttle::replay_from_file(move || check_scenario::<Shuttle>(variant, &scenario), path);
+/// The body under `schedule`, a schedule as shuttle encodes it.
+pub fn shuttle_replay(variant: Variant, scenario: Scenario, schedule: &str) {
+    shuttle::replay(move || check_scenario::<Shuttle>(variant, &scenario), schedule);
 }
 
 /// Runs `check`, which must fail with a [`Violation`]; returns it. Panics
@@ -306,21 +313,27 @@ pub fn expect_violation<R>(check: impl FnOnce() -> R) -> Violation {
 /// schedule file in [`schedule_dir`].
 static FAILING_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs a shuttle `check` that must fail with a [`Violation`]; returns it
-/// and the file shuttle persisted the failing schedule to.
-pub fn expect_shuttle_violation<R>(check: impl FnOnce() -> R) -> (Violation, PathBuf) {
+/// Runs a shuttle `check` that must fail with a [`Violation`], reads back the
+/// schedule shuttle persisted, and runs `replay` on it, which must fail too.
+/// Returns both violations and the schedule. The schedule file and
+/// [`schedule_dir`] are removed again; the lock held throughout keeps the
+/// runs of one test process from seeing each other's files.
+pub fn expect_replayable_shuttle_violation<R, Q>(
+    check: impl FnOnce() -> R,
+    replay: impl FnOnce(&str) -> Q,
+) -> (Violation, Violation, String) {
     let _serial = FAILING_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = schedule_dir();
-    let listing = || -> Vec<PathBuf> {
-        std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default()
+    std::fs::create_dir_all(&dir).expect("create the schedule directory");
+    let found = expect_violation(check);
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    let schedule = match files.as_slice() {
+        [path] => std::fs::read_to_string(path).expect("read the persisted schedule"),
+        other => panic!("shuttle persisted {} schedule files, not one", other.len()),
     };
-    let before = listing();
-    let v = expect_violation(check);
-    let path = listing()
-        .into_iter()
-        .find(|p| !before.contains(p))
-        .expect("shuttle persisted the failing schedule to a new file");
-    (v, path)
+    let replayed = expect_violation(|| replay(&schedule));
+    let _ = std::fs::remove_dir_all(&dir);
+    (found, replayed, schedule)
 }

@@ -9,8 +9,8 @@
 //! `SHUTTLE_PCT_ITERATIONS` (20000) schedules, must each fail, and with the
 //! race itself (swapped, misframed or misdelivered reply), not a deadlock or
 //! any other panic. Shuttle persists the failing schedule to a file
-//! (`proofs::body::schedule_dir`); replaying that file with
-//! `shuttle::replay_from_file` must fail again with the same violation,
+//! (`proofs::body::schedule_dir`), read back and removed; replaying it with
+//! `shuttle::replay` must fail again with the same violation,
 //! word for word: the failure is a replayable schedule, not luck.
 //!
 //! Leaves out: pinning the schedule string in the source (it changes with
@@ -18,7 +18,7 @@
 //! seed pins it instead, and the test captures and replays it).
 
 use proofs::body::{
-    expect_shuttle_violation, expect_violation, shuttle_pct, shuttle_random, shuttle_replay,
+    expect_replayable_shuttle_violation, shuttle_pct, shuttle_random, shuttle_replay,
 };
 use proofs::scenarios::all_threads;
 use proofs::{SHUTTLE_PCT_DEPTH, SHUTTLE_PCT_ITERATIONS, SHUTTLE_RANDOM_ITERATIONS, SHUTTLE_SEED};
@@ -28,24 +28,30 @@ const QEMU91: Variant = Variant::new(LockPolicy::Qemu91);
 
 #[test]
 fn shuttle_random_qemu91_all_threads_finds_the_race_and_replays_it() {
-    let (v, schedule) = expect_shuttle_violation(|| {
-        shuttle_random(QEMU91, all_threads(), SHUTTLE_SEED, SHUTTLE_RANDOM_ITERATIONS)
-    });
-    assert!(v.kind.is_race_symptom(), "{v}");
-    eprintln!("shuttle random found: {v}\nschedule: {}", schedule.display());
-    let replayed = expect_violation(|| shuttle_replay(QEMU91, all_threads(), &schedule));
-    assert_eq!(replayed, v, "the replayed schedule fails the same way");
-    let _ = std::fs::remove_file(&schedule);
+    let (found, replayed, schedule) = expect_replayable_shuttle_violation(
+        || shuttle_random(QEMU91, all_threads(), SHUTTLE_SEED, SHUTTLE_RANDOM_ITERATIONS),
+        |schedule| shuttle_replay(QEMU91, all_threads(), schedule),
+    );
+    assert!(found.kind.is_race_symptom(), "{found}");
+    eprintln!("shuttle random found: {found}\nschedule: {schedule}");
+    assert_eq!(replayed, found, "the replayed schedule fails the same way");
 }
 
 #[test]
 fn shuttle_pct_qemu91_all_threads_finds_the_race_and_replays_it() {
-    let (v, schedule) = expect_shuttle_violation(|| {
-        shuttle_pct(QEMU91, all_threads(), SHUTTLE_SEED, SHUTTLE_PCT_DEPTH, SHUTTLE_PCT_ITERATIONS)
-    });
-    assert!(v.kind.is_race_symptom(), "{v}");
-    eprintln!("shuttle pct found: {v}\nschedule: {}", schedule.display());
-    let replayed = expect_violation(|| shuttle_replay(QEMU91, all_threads(), &schedule));
-    assert_eq!(replayed, v, "the replayed schedule fails the same way");
-    let _ = std::fs::remove_file(&schedule);
+    let (found, replayed, schedule) = expect_replayable_shuttle_violation(
+        || {
+            shuttle_pct(
+                QEMU91,
+                all_threads(),
+                SHUTTLE_SEED,
+                SHUTTLE_PCT_DEPTH,
+                SHUTTLE_PCT_ITERATIONS,
+            )
+        },
+        |schedule| shuttle_replay(QEMU91, all_threads(), schedule),
+    );
+    assert!(found.kind.is_race_symptom(), "{found}");
+    eprintln!("shuttle pct found: {found}\nschedule: {schedule}");
+    assert_eq!(replayed, found, "the replayed schedule fails the same way");
 }
