@@ -86,7 +86,7 @@ pub enum BackendError {
     /// A malformed header or payload (bad flags, size over 4096, unknown
     /// request code, wrong payload size).
     #[error("malformed message: {0}")]
-    Wire(#[from] WireError),
+    Wire(WireError),
     /// The stream ended inside a message.
     #[error("end of stream after {got} of {expected} bytes of a message")]
     EofMidMessage {
@@ -115,6 +115,14 @@ pub enum BackendError {
     /// that is not one).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+}
+
+/// By hand, not `#[from]`: the message already carries the wire error, and a
+/// `source` too would print it twice in an error chain.
+impl From<WireError> for BackendError {
+    fn from(e: WireError) -> Self {
+        BackendError::Wire(e)
+    }
 }
 
 /// One IOTLB entry: an IOVA range and where it points.

@@ -23,7 +23,7 @@ pub use unix::UnixTransport;
 pub enum TransportError {
     /// An operating-system error on the socket.
     #[error("socket error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The connection was shut down or the peer closed it.
     #[error("connection closed")]
     Closed,
@@ -31,6 +31,14 @@ pub enum TransportError {
     /// of them were closed.
     #[error("{0} file descriptors in one message (at most {max})", max = crate::wire::MAX_FDS)]
     TooManyFds(usize),
+}
+
+/// By hand, not `#[from]`: the message already carries the OS error, and a
+/// `source` too would print it twice in an error chain.
+impl From<std::io::Error> for TransportError {
+    fn from(e: std::io::Error) -> Self {
+        TransportError::Io(e)
+    }
 }
 
 /// One end of a vhost-user connection.
