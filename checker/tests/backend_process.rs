@@ -1,0 +1,144 @@
+//! The back-end as its own process, driven by a front-end from another code
+//! base: rust-vmm's `vhost` `Frontend` connects to `vhost-race backend
+//! --socket PATH`, negotiates REPLY_ACK, passes guest memory as a memfd
+//! (SCM_RIGHTS between processes; the back-end maps it with vm-memory) and
+//! sends requests with NEED_REPLY, each of which the back-end acknowledges.
+//! When the front-end closes the socket the back-end says how many requests
+//! it served and exits 0.
+//!
+//! Leaves out: IOTLB messages and postcopy (rust-vmm's `Frontend` sends
+//! neither; the reference's own front-end covers them on a socketpair).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
+
+/// Kills the back-end if the test fails before it exits by itself.
+struct BackendProcess(Option<Child>);
+
+impl Drop for BackendProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn socket_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vhost-race-{name}-{}.sock", std::process::id()))
+}
+
+/// Waits (bounded) for the back-end to bind its socket.
+fn wait_for_socket(path: &Path, backend: &mut BackendProcess) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        let child = backend.0.as_mut().expect("running");
+        assert!(child.try_wait().unwrap().is_none(), "the back-end exited before binding");
+        assert!(Instant::now() < deadline, "the back-end never bound {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn memfd(len: u64) -> File {
+    let fd = nix::sys::memfd::memfd_create(c"guest-ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .expect("memfd_create");
+    let f = File::from(fd);
+    f.set_len(len).expect("size the memfd");
+    f
+}
+
+#[test]
+fn rust_vmm_frontend_drives_the_backend_process() {
+    use std::os::fd::AsRawFd;
+
+    let path = socket_path("rust-vmm");
+    let mut backend = BackendProcess(Some(
+        Command::new(env!("CARGO_BIN_EXE_vhost-race"))
+            .args(["backend", "--socket"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the back-end"),
+    ));
+    wait_for_socket(&path, &mut backend);
+
+    let mut fe = Frontend::connect(&path, 1).expect("connect");
+    let mut sent = 0;
+    fe.set_owner().expect("SET_OWNER");
+    let features = fe.get_features().expect("GET_FEATURES");
+    fe.set_features(features).expect("SET_FEATURES");
+    let offered = fe.get_protocol_features().expect("GET_PROTOCOL_FEATURES");
+    assert!(offered.contains(VhostUserProtocolFeatures::REPLY_ACK));
+    fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK).expect("SET_PROTOCOL_FEATURES");
+    sent += 5;
+
+    // From here every request carries NEED_REPLY; rust-vmm waits for each ack.
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    let ram = memfd(1 << 20);
+    let region = VhostUserMemoryRegionInfo {
+        guest_phys_addr: 0,
+        memory_size: 1 << 20,
+        userspace_addr: 0x7f00_0000_0000,
+        mmap_offset: 0,
+        mmap_handle: ram.as_raw_fd(),
+    };
+    fe.set_mem_table(&[region]).expect("SET_MEM_TABLE acknowledged (memfd mapped)");
+    fe.set_vring_num(0, 256).expect("SET_VRING_NUM acknowledged");
+    fe.set_vring_base(0, 0).expect("SET_VRING_BASE acknowledged");
+    sent += 3;
+    fe.set_hdr_flags(VhostUserHeaderFlag::empty());
+    assert_eq!(fe.get_features().expect("GET_FEATURES"), features);
+    sent += 1;
+    drop(fe);
+
+    let out = backend.0.take().expect("running").wait_with_output().expect("back-end exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "back-end failed: {stderr}");
+    assert!(
+        stderr.contains(&format!("front-end closed the connection after {sent} requests")),
+        "{stderr}"
+    );
+    assert!(!path.exists(), "the back-end removes its socket file");
+}
+
+/// Bytes from a broken peer: a header whose flags are not a front-end
+/// request's. The back-end process reports the typed error on one line,
+/// exits with the CLI's error code 2, and leaves no socket file behind.
+#[test]
+fn a_malformed_header_from_the_peer_ends_the_backend_process_cleanly() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    let path = socket_path("malformed");
+    let mut backend = BackendProcess(Some(
+        Command::new(env!("CARGO_BIN_EXE_vhost-race"))
+            .args(["backend", "--socket"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the back-end"),
+    ));
+    wait_for_socket(&path, &mut backend);
+    let mut peer = UnixStream::connect(&path).expect("connect");
+    // GET_FEATURES (1) with flags 0x0: the version bits say no protocol.
+    let header: Vec<u8> = [1u32, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+    peer.write_all(&header).expect("write");
+    let out = backend.0.take().expect("running").wait_with_output().expect("back-end exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: back-end on "), "{stderr}");
+    assert!(
+        last.ends_with(": malformed message: bad flags 0x0, expected 0x1"),
+        "the error names the bad flags, once: {last}"
+    );
+    assert!(!path.exists(), "the back-end removes its socket file");
+}
