@@ -34,14 +34,32 @@ fn socket_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("vhost-race-{name}-{}.sock", std::process::id()))
 }
 
-/// Waits (bounded) for the back-end to bind its socket.
-fn wait_for_socket(path: &Path, backend: &mut BackendProcess) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        let child = backend.0.as_mut().expect("running");
-        assert!(child.try_wait().unwrap().is_none(), "the back-end exited before binding");
-        assert!(Instant::now() < deadline, "the back-end never bound {}", path.display());
-        std::thread::sleep(Duration::from_millis(10));
+impl BackendProcess {
+    /// Starts `vhost-race backend --socket path` and waits (bounded) until
+    /// it has bound the socket.
+    fn start(path: &Path) -> BackendProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_vhost-race"))
+            .args(["backend", "--socket"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the back-end");
+        let mut backend = BackendProcess(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            let child = backend.0.as_mut().expect("running");
+            assert!(child.try_wait().unwrap().is_none(), "the back-end exited before binding");
+            assert!(Instant::now() < deadline, "the back-end never bound {}", path.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        backend
+    }
+
+    /// Waits for the back-end to exit by itself; its exit status and stderr.
+    fn wait(mut self) -> (Option<i32>, String) {
+        let out = self.0.take().expect("running").wait_with_output().expect("back-end exits");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
@@ -58,16 +76,7 @@ fn rust_vmm_frontend_drives_the_backend_process() {
     use std::os::fd::AsRawFd;
 
     let path = socket_path("rust-vmm");
-    let mut backend = BackendProcess(Some(
-        Command::new(env!("CARGO_BIN_EXE_vhost-race"))
-            .args(["backend", "--socket"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the back-end"),
-    ));
-    wait_for_socket(&path, &mut backend);
+    let backend = BackendProcess::start(&path);
 
     let mut fe = Frontend::connect(&path, 1).expect("connect");
     let mut sent = 0;
@@ -98,9 +107,8 @@ fn rust_vmm_frontend_drives_the_backend_process() {
     sent += 1;
     drop(fe);
 
-    let out = backend.0.take().expect("running").wait_with_output().expect("back-end exits");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "back-end failed: {stderr}");
+    let (code, stderr) = backend.wait();
+    assert_eq!(code, Some(0), "back-end failed: {stderr}");
     assert!(
         stderr.contains(&format!("front-end closed the connection after {sent} requests")),
         "{stderr}"
@@ -117,23 +125,13 @@ fn a_malformed_header_from_the_peer_ends_the_backend_process_cleanly() {
     use std::os::unix::net::UnixStream;
 
     let path = socket_path("malformed");
-    let mut backend = BackendProcess(Some(
-        Command::new(env!("CARGO_BIN_EXE_vhost-race"))
-            .args(["backend", "--socket"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the back-end"),
-    ));
-    wait_for_socket(&path, &mut backend);
+    let backend = BackendProcess::start(&path);
     let mut peer = UnixStream::connect(&path).expect("connect");
     // GET_FEATURES (1) with flags 0x0: the version bits say no protocol.
     let header: Vec<u8> = [1u32, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
     peer.write_all(&header).expect("write");
-    let out = backend.0.take().expect("running").wait_with_output().expect("back-end exits");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = backend.wait();
+    assert_eq!(code, Some(2), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.starts_with("error: back-end on "), "{stderr}");
     assert!(
