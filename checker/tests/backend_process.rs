@@ -9,11 +9,12 @@
 //! Leaves out: IOTLB messages and postcopy (rust-vmm's `Frontend` sends
 //! neither; the reference's own front-end covers them on a socketpair).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use reference::frontend::guest_ram_region;
+use reference::harness::guest_ram_memfd;
 use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
@@ -63,14 +64,6 @@ impl BackendProcess {
     }
 }
 
-fn memfd(len: u64) -> File {
-    let fd = nix::sys::memfd::memfd_create(c"guest-ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .expect("memfd_create");
-    let f = File::from(fd);
-    f.set_len(len).expect("size the memfd");
-    f
-}
-
 #[test]
 fn rust_vmm_frontend_drives_the_backend_process() {
     use std::os::fd::AsRawFd;
@@ -90,12 +83,14 @@ fn rust_vmm_frontend_drives_the_backend_process() {
 
     // From here every request carries NEED_REPLY; rust-vmm waits for each ack.
     fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
-    let ram = memfd(1 << 20);
+    // The guest RAM the reference's own front-end passes, same region.
+    let ram = guest_ram_memfd().expect("guest RAM memfd");
+    let r = guest_ram_region();
     let region = VhostUserMemoryRegionInfo {
-        guest_phys_addr: 0,
-        memory_size: 1 << 20,
-        userspace_addr: 0x7f00_0000_0000,
-        mmap_offset: 0,
+        guest_phys_addr: r.guest_phys_addr,
+        memory_size: r.memory_size,
+        userspace_addr: r.userspace_addr,
+        mmap_offset: r.mmap_offset,
         mmap_handle: ram.as_raw_fd(),
     };
     fe.set_mem_table(&[region]).expect("SET_MEM_TABLE acknowledged (memfd mapped)");

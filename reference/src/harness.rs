@@ -32,7 +32,7 @@ use crate::sync::ParkingLot;
 use crate::sync::SyncFamily;
 use crate::threads::ThreadResult;
 use crate::transport::{MemoryTransport, Transport, TransportError, UnixTransport};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 /// A front-end and back-end over family `F`'s in-memory transport.
 pub type MemoryPair<F> = (Frontend<F, MemoryTransport<F>>, Backend<MemoryTransport<F>>);
@@ -88,6 +88,16 @@ pub type SocketFrontend = Frontend<ParkingLot, UnixTransport>;
 /// A back-end serving on its own thread; joins to its serve result.
 pub type BackendThread = std::thread::JoinHandle<Result<(), BackendError>>;
 
+/// Guest RAM as QEMU passes it in SET_MEM_TABLE: a memfd of
+/// [`GUEST_RAM_SIZE`] bytes, for [`crate::frontend::guest_ram_region`].
+pub fn guest_ram_memfd() -> Result<OwnedFd, TransportError> {
+    let mem = nix::sys::memfd::memfd_create(c"guest-ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| TransportError::Io(e.into()))?;
+    nix::unistd::ftruncate(&mem, GUEST_RAM_SIZE as i64)
+        .map_err(|e| TransportError::Io(e.into()))?;
+    Ok(mem)
+}
+
 /// A front-end over a real socketpair, handshaken (through POSTCOPY_LISTEN)
 /// with a back-end serving on its own thread, which returns once the
 /// front-end is shut down ([`Frontend::shutdown`]) or dropped.
@@ -97,10 +107,7 @@ pub fn over_socketpair(
 ) -> Result<(SocketFrontend, BackendThread), FrontendError> {
     let (fe_main, be_main) = UnixTransport::pair()?;
     let (fe_chan, be_chan) = UnixTransport::pair()?;
-    let mem = nix::sys::memfd::memfd_create(c"guest-ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| TransportError::Io(e.into()))?;
-    nix::unistd::ftruncate(&mem, GUEST_RAM_SIZE as i64)
-        .map_err(|e| TransportError::Io(e.into()))?;
+    let mem = guest_ram_memfd()?;
     let cfg = BackendConfig::for_scenario(scenario);
     let backend =
         ParkingLot::spawn("vhost-user-backend", move || Backend::new(be_main, None, cfg).serve());
