@@ -244,7 +244,7 @@ pub fn loom_check(variant: Variant, scenario: Scenario) -> usize {
     executions.load(Ordering::Relaxed)
 }
 
-/// Where shuttle writes the failing schedules [`expect_shuttle_violation`]
+/// Where shuttle writes the failing schedules [`expect_replayable_shuttle_violation`]
 /// waits for: one directory per test process, so that every runner of the
 /// process shares one configuration (shuttle's panic hook keeps the first one
 /// it sees). It exists only while such a run is under way.
@@ -253,7 +253,7 @@ pub fn schedule_dir() -> PathBuf {
 }
 
 /// Runs expected to fail write their schedule to [`schedule_dir`], which
-/// [`expect_shuttle_violation`] creates first; the others (a policy that
+/// [`expect_replayable_shuttle_violation`] creates first; the others (a policy that
 /// must pass) print it with the failure, so they leave nothing behind.
 fn shuttle_config() -> shuttle::Config {
     let mut config = shuttle::Config::new();

@@ -3,7 +3,7 @@
 //! loop's back-end channel handler, with the variant's BQL placement.
 //!
 //! Models: `vhost_dev_start` (under the BQL when
-//! [`Scenario::device_start_holds_bql`]); `postcopy_ram_listen_thread`'s
+//! [`crate::scenario::Scenario::device_start_holds_bql`]); `postcopy_ram_listen_thread`'s
 //! cleanup (fault-thread join, then `vhost_user_postcopy_end`, under the BQL
 //! for [`LockPolicy::BqlListen`], or scheduled as a main-loop bottom half for
 //! [`LockPolicy::Qemu102`]); the main loop running that bottom half under the
@@ -17,7 +17,7 @@
 //! equals "poll said readable, then handle under the BQL"), and it serves a
 //! pending bottom half first, else blocks on the next back-end message while
 //! any is still expected, else waits for the bottom half. The main loop
-//! handles exactly [`Scenario::backend_misses`] messages and stops.
+//! handles exactly [`crate::scenario::Scenario::backend_misses`] messages and stops.
 
 use crate::frontend::{Frontend, FrontendError};
 use crate::scenario::{LockPolicy, ThreadRole};
