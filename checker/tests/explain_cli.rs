@@ -35,9 +35,9 @@ fn the_facts_example_is_explained_by_qemu_9_1_and_not_by_the_mutex() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("4 vhost-user lines, 0 unrelated lines ignored"));
-    assert!(out.contains("=== qemu-9.1: explained, the whole run (25 steps)"));
+    assert!(out.contains("=== qemu-9.1: explained, the whole run (27 steps)"));
     assert!(out.contains("thread ids: device start = 4100, postcopy listen = 4133"));
-    assert!(out.contains("  line   3 <- step 16 (postcopy listen): qemu-kvm: process_message_reply: 4100,4133: Received unexpected msg type. Expected 30 received 22"));
+    assert!(out.contains("  line   3 <- step 18 (postcopy listen): qemu-kvm: process_message_reply: 4100,4133: Received unexpected msg type. Expected 30 received 22"));
     assert!(out.contains("=== mutex: not explainable within the bound"));
     assert!(out.contains("Explained by: qemu-9.1, qemu-9.1+fail-start\n"));
     assert!(out.contains("Searched: 2..=4 virtqueues, 1..=3 back-end misses, 9 scenarios"));
@@ -68,7 +68,7 @@ fn json_names_each_variants_verdict_and_the_matched_steps() {
         .iter()
         .map(|m| m["step"].as_u64().unwrap())
         .collect();
-    assert_eq!(steps, [11, 12, 16, 17]);
+    assert_eq!(steps, [12, 13, 18, 19]);
     assert_eq!(variants[1]["verdict"], "not explainable");
 }
 

@@ -32,7 +32,9 @@
 //!   before reading the main socket again.
 //! - The BQL and the per-connection request/reply mutex as state.
 //! - Every QEMU error message, logged into the state by the step that would
-//!   log it.
+//!   log it. A failed check of a read (`vhost_user_read_header`,
+//!   `process_message_reply`) logs in a step of its own after the read, as
+//!   in QEMU, where other threads run between `read_all` and `error_report`.
 //!
 //! What is left out (see CONFORMANCE.md): the postcopy fault thread (no
 //! socket traffic; its join is a step without effect), rollback requests after
@@ -143,6 +145,10 @@ pub struct ThreadState {
     pub reported_success: Option<bool>,
     /// Whether the reply being read so far is this thread's own, from its start.
     pub reply_is_own: bool,
+    /// A check of the read just completed failed and its `error_report` has
+    /// not run yet: in QEMU other threads run between `read_all` returning
+    /// and the message, so a thread can log after others that read later.
+    pub pending_log: Option<QemuError>,
 }
 
 impl ThreadState {
@@ -161,6 +167,7 @@ impl ThreadState {
             bh_done: false,
             reported_success: None,
             reply_is_own: false,
+            pending_log: None,
         }
     }
 }
@@ -234,6 +241,8 @@ pub enum Action {
     Step(ThreadRole),
     /// The thread's read takes this many words from the socket.
     Read(ThreadRole, u8),
+    /// The thread's `error_report` for the check its last read failed.
+    LogReadError(ThreadRole),
     /// Main loop: takes the BQL and reads a back-end channel message.
     ServeBackendChannel,
     /// Main loop: takes the BQL and runs the postcopy bottom half.
@@ -512,7 +521,7 @@ impl ReplyRace {
                     // vhost_user_read fails without reading the payload.
                     t.call_failed = true;
                     t.pc += 2;
-                    s.log.push((role, e));
+                    t.pending_log = Some(e);
                     self.settle(s, role);
                     return;
                 }
@@ -535,10 +544,9 @@ impl ReplyRace {
         let t = s.thread_mut(role);
         let hdr = t.hdr.take().expect("a reply header was read");
         t.pc += 1; // past ReadPayload
-        let mut logged = None;
         if hdr.request != t.expect {
             t.call_failed = true;
-            logged =
+            t.pending_log =
                 Some(QemuError::UnexpectedMsgType { expected: t.expect, received: hdr.request });
         } else {
             // QEMU reads payload.u64 whatever the size; a short payload reads as 0 here.
@@ -553,9 +561,6 @@ impl ReplyRace {
         }
         if role == ThreadRole::DeviceStart && t.call_failed {
             t.start_failed = true;
-        }
-        if let Some(e) = logged {
-            s.log.push((role, e));
         }
         self.settle(s, role);
     }
@@ -632,6 +637,9 @@ impl Model for ReplyRace {
         for role in ThreadRole::ALL {
             let t = s.thread(role);
             match t.routine {
+                Routine::Running(_) if t.pending_log.is_some() => {
+                    actions.push(Action::LogReadError(role));
+                }
                 Routine::Running(_) => {
                     let op = self.current_op(t).expect("settled threads are at an op");
                     if matches!(op, Op::ReadHeader | Op::ReadPayload) {
@@ -687,6 +695,10 @@ impl Model for ReplyRace {
             Action::Read(role, n) => {
                 let op = self.current_op(s.thread(role))?;
                 self.exec_read(&mut s, role, op, n as usize);
+            }
+            Action::LogReadError(role) => {
+                let e = s.thread_mut(role).pending_log.take()?;
+                s.log.push((role, e));
             }
             Action::ServeBackendChannel => {
                 let len = wire::IOTLB_REQUEST_SIZE / 4;

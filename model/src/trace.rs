@@ -46,7 +46,7 @@ pub struct Step {
 /// Who moves in `action`.
 pub fn column(action: Action) -> Column {
     match action {
-        Action::Step(r) | Action::Read(r, _) => Column::Thread(r),
+        Action::Step(r) | Action::Read(r, _) | Action::LogReadError(r) => Column::Thread(r),
         Action::ServeBackendChannel | Action::RunPostcopyBh => Column::Thread(ThreadRole::MainLoop),
         Action::BackendHandle | Action::BackendSendMiss | Action::BackendReadMissReply => {
             Column::Backend
@@ -116,6 +116,10 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
                 let _ = write!(s, " <- {first}'s");
             }
             s
+        }
+        Action::LogReadError(role) => {
+            let e = last.thread(role).pending_log.expect("a pending error");
+            format!("{} logs the failed check", e.function())
         }
         Action::ServeBackendChannel => {
             let need =
@@ -214,9 +218,24 @@ fn holder(h: Option<ThreadRole>) -> &'static str {
     h.map_or("nobody", |r| r.name())
 }
 
+/// The `error_report` steps that are already due at the end of a path: a
+/// thread whose read check failed logs next, whatever else runs first.
+pub fn pending_reports(state: &State) -> Vec<Action> {
+    ThreadRole::ALL
+        .into_iter()
+        .filter(|&r| state.thread(r).pending_log.is_some())
+        .map(Action::LogReadError)
+        .collect()
+}
+
 /// The diagram: one column per thread that moves, steps in order, then the log.
+/// A path that ends at a failed read check is shown with the report that
+/// check makes next, marked as following the path.
 pub fn render(model: &ReplyRace, actions: &[Action]) -> String {
     const WIDTH: usize = 30;
+    let due = pending_reports(&final_state(model, actions));
+    let path_len = actions.len();
+    let actions = &[actions, &due[..]].concat()[..];
     let steps = steps(model, actions);
     let mut columns: Vec<Column> = ThreadRole::ALL
         .into_iter()
@@ -232,6 +251,10 @@ pub fn render(model: &ReplyRace, actions: &[Action]) -> String {
     out.push('\n');
     let _ = writeln!(out, "-----{}", format!("+{}", "-".repeat(WIDTH + 1)).repeat(columns.len()));
     for (i, step) in steps.iter().enumerate() {
+        if i == path_len {
+            let _ =
+                writeln!(out, "     (the path ends here; what its failed read checks log next:)");
+        }
         let col = columns.iter().position(|&c| c == step.column).unwrap_or(0);
         let mut lines = wrap(&step.text, WIDTH);
         for l in &step.logged {

@@ -13,6 +13,7 @@ use stateright::Model;
 const FACTS_EXAMPLE: &str = include_str!("../../examples/logs/facts-example.log");
 const NOISY: &str = include_str!("../../examples/logs/noisy-timestamps.log");
 const CASCADE: &str = include_str!("../../examples/logs/qemu-9.1-cascade.log");
+const LATE_REPORT: &str = include_str!("../../examples/logs/qemu-9.1-late-report.log");
 
 fn variant(name: &str) -> Variant {
     name.parse().unwrap()
@@ -53,7 +54,7 @@ fn the_facts_example_is_explained_by_qemu_9_1_only() {
     use ThreadRole::*;
     assert_eq!(
         steps,
-        [(11, DeviceStart), (12, DeviceStart), (16, PostcopyListen), (17, PostcopyListen)]
+        [(12, DeviceStart), (13, DeviceStart), (18, PostcopyListen), (19, PostcopyListen)]
     );
     assert_eq!(f.tids, [(DeviceStart, 4100), (PostcopyListen, 4133)]);
     assert_eq!(replayed_lines(e), log.lines, "the run logs exactly the log");
@@ -91,6 +92,31 @@ fn qemu_9_1_counterexample_logs_are_explained_by_qemu_9_1() {
         assert_eq!(&replayed[f.lines_before..f.lines_before + target.len()], &target[..]);
     }
     assert!(fed_back >= 3, "the qemu-9.1 row has logged counterexamples");
+}
+
+/// A log the reference printed on a real socket (CI, 2026-11-27) that the
+/// model could not produce while it logged in the same step as the read:
+/// the listen thread reads its misframed header first and logs it last.
+#[test]
+fn a_read_error_can_be_logged_after_later_reads_of_other_threads() {
+    use ThreadRole::*;
+    let log = parse_log(LATE_REPORT);
+    assert_eq!(log.lines.len(), 8);
+    let e = explain(&log.lines, variant("qemu-9.1"), &[Scenario::default()], Limits::default());
+    let f = e.found.as_ref().expect("qemu-9.1 produces the late report");
+    assert_eq!(f.kind, MatchKind::Whole);
+    assert_eq!(replayed_lines(&e), log.lines);
+    let listen_read = f
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::Read(PostcopyListen, _)))
+        .expect("the listen thread reads");
+    let first_line = f.matched[0].step - 1;
+    let listen_line = f.matched[6].step - 1;
+    assert_eq!(f.matched[6].role, PostcopyListen);
+    assert!(listen_read < first_line, "the listen thread read before device start logged");
+    assert!(first_line < listen_line, "and logged after device start's lines");
+    assert_eq!(f.actions[listen_line], Action::LogReadError(PostcopyListen));
 }
 
 #[test]

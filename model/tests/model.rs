@@ -47,8 +47,8 @@ fn row_default_qemu_9_1() {
         "qemu-9.1",
         Scenario::default(),
         [false, false, false, false, true, true, false],
-        3_465,
-        26,
+        7_157,
+        30,
     );
 }
 
@@ -58,8 +58,8 @@ fn row_default_qemu_9_1_fail_start() {
         "qemu-9.1+fail-start",
         Scenario::default(),
         [false, false, false, false, true, true, false],
-        1_980,
-        26,
+        3_353,
+        29,
     );
 }
 
@@ -151,8 +151,8 @@ fn row_need_reply_qemu_9_1() {
         "qemu-9.1",
         Scenario { miss_need_reply: true, ..Scenario::default() },
         [false, false, false, false, false, false, false],
-        1_808,
-        27,
+        3_583,
+        31,
     );
 }
 
@@ -162,8 +162,8 @@ fn row_need_reply_qemu_9_1_fail_start() {
         "qemu-9.1+fail-start",
         Scenario { miss_need_reply: true, ..Scenario::default() },
         [false, false, false, false, false, false, false],
-        844,
-        27,
+        1_235,
+        29,
     );
 }
 
@@ -261,8 +261,8 @@ fn row_no_bql_qemu_9_1() {
         "qemu-9.1",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        93_410,
-        25,
+        434_755,
+        28,
     );
 }
 
@@ -272,8 +272,8 @@ fn row_no_bql_qemu_9_1_fail_start() {
         "qemu-9.1+fail-start",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        21_635,
-        24,
+        66_747,
+        27,
     );
 }
 
@@ -305,8 +305,8 @@ fn row_no_bql_bql_listen() {
         "bql-listen",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        7_569,
-        27,
+        18_770,
+        30,
     );
 }
 
@@ -316,8 +316,8 @@ fn row_no_bql_bql_listen_fail_start() {
         "bql-listen+fail-start",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        2_375,
-        26,
+        3_867,
+        29,
     );
 }
 
@@ -327,8 +327,8 @@ fn row_no_bql_bql_postcopy_end() {
         "bql-postcopy-end",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        7_870,
-        27,
+        19_221,
+        30,
     );
 }
 
@@ -338,8 +338,8 @@ fn row_no_bql_bql_postcopy_end_fail_start() {
         "bql-postcopy-end+fail-start",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        2_579,
-        26,
+        4_139,
+        29,
     );
 }
 
@@ -349,8 +349,8 @@ fn row_no_bql_qemu_10_2() {
         "qemu-10.2",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        8_282,
-        28,
+        19_763,
+        31,
     );
 }
 
@@ -360,8 +360,8 @@ fn row_no_bql_qemu_10_2_fail_start() {
         "qemu-10.2+fail-start",
         Scenario { device_start_holds_bql: false, ..Scenario::default() },
         [false, false, false, false, true, true, false],
-        2_850,
-        27,
+        4_486,
+        30,
     );
 }
 
@@ -371,8 +371,8 @@ fn row_short_qemu_9_1() {
         "qemu-9.1",
         Scenario { short_reads: true, ..Scenario::default() },
         [false, false, false, false, false, false, false],
-        115_139,
-        35,
+        167_224,
+        38,
     );
 }
 
@@ -382,8 +382,8 @@ fn row_short_qemu_9_1_fail_start() {
         "qemu-9.1+fail-start",
         Scenario { short_reads: true, ..Scenario::default() },
         [false, false, false, false, false, false, false],
-        33_939,
-        32,
+        50_449,
+        34,
     );
 }
 
@@ -525,6 +525,7 @@ fn counterexample_default_qemu_9_1_no_error_is_logged() {
             BackendHandle,
             Read(PostcopyListen, 3),
             Read(PostcopyListen, 2),
+            LogReadError(PostcopyListen),
         ],
     );
 }
@@ -547,6 +548,7 @@ fn counterexample_default_qemu_9_1_device_start_succeeds_only_on_its_own_acks() 
             BackendHandle,
             Read(DeviceStart, 3),
             Read(DeviceStart, 2),
+            LogReadError(DeviceStart),
             Step(DeviceStart),
             Step(DeviceStart),
         ],
@@ -563,24 +565,25 @@ fn counterexample_default_qemu_9_1_the_channel_is_usable_afterwards() {
             Step(DeviceStart),
             Step(DeviceStart),
             Step(PostcopyListen),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            Read(DeviceStart, 2),
+            Step(DeviceStart),
             Step(PostcopyListen),
             BackendHandle,
             Read(DeviceStart, 3),
             Read(DeviceStart, 2),
             Step(DeviceStart),
-            BackendHandle,
-            Read(DeviceStart, 3),
             BackendHandle,
             Read(PostcopyListen, 3),
-            Read(DeviceStart, 2),
-            Step(DeviceStart),
-            Step(DeviceStart),
-            Step(PostcopyListen),
             BackendSendMiss,
             ServeBackendChannel,
             Step(MainLoop),
             BackendHandle,
             Read(MainLoop, 3),
+            Read(PostcopyListen, 2),
+            Step(PostcopyListen),
+            LogReadError(MainLoop),
             Step(MainLoop),
             Step(MainLoop),
             Step(MainLoop),
@@ -638,6 +641,7 @@ fn counterexample_default_qemu_9_1_fail_start_no_error_is_logged() {
             BackendHandle,
             Read(PostcopyListen, 3),
             Read(PostcopyListen, 2),
+            LogReadError(PostcopyListen),
         ],
     );
 }
@@ -657,6 +661,7 @@ fn counterexample_default_qemu_9_1_fail_start_device_start_succeeds_only_on_its_
             Read(PostcopyListen, 3),
             BackendHandle,
             Read(DeviceStart, 3),
+            LogReadError(DeviceStart),
             Step(DeviceStart),
             Step(DeviceStart),
         ],
@@ -670,26 +675,27 @@ fn counterexample_default_qemu_9_1_fail_start_the_channel_is_usable_afterwards()
         Scenario::default(),
         "the channel is usable afterwards",
         vec![
-            Step(DeviceStart),
-            Step(DeviceStart),
-            Step(PostcopyListen),
-            Step(PostcopyListen),
-            BackendHandle,
-            Read(DeviceStart, 3),
-            BackendHandle,
-            Read(PostcopyListen, 3),
-            Read(DeviceStart, 2),
-            Step(DeviceStart),
-            Step(DeviceStart),
             Step(PostcopyListen),
             BackendSendMiss,
             ServeBackendChannel,
             Step(MainLoop),
+            Step(PostcopyListen),
             BackendHandle,
             Read(MainLoop, 3),
+            Read(MainLoop, 2),
             Step(MainLoop),
             Step(MainLoop),
-            Step(MainLoop),
+            Step(DeviceStart),
+            Step(DeviceStart),
+            BackendHandle,
+            Read(PostcopyListen, 3),
+            BackendHandle,
+            Read(DeviceStart, 3),
+            LogReadError(DeviceStart),
+            Step(DeviceStart),
+            Step(DeviceStart),
+            Read(PostcopyListen, 2),
+            Step(PostcopyListen),
         ],
     );
 }
@@ -743,6 +749,7 @@ fn counterexample_short_qemu_9_1_no_deadlock() {
             BackendHandle,
             Read(DeviceStart, 2),
             Read(PostcopyListen, 3),
+            LogReadError(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
             Read(DeviceStart, 1),
@@ -767,7 +774,9 @@ fn the_smallest_scenario_has_the_five_states_the_module_doc_lists() {
 #[test]
 fn qemu_9_1_misframes_and_logs_flags_0x0() {
     let v = verdict("qemu-9.1", Scenario::default());
-    let actions = v.property(PROPERTIES[1].0).unwrap().counterexample.clone().unwrap();
+    let mut actions = v.property(PROPERTIES[1].0).unwrap().counterexample.clone().unwrap();
+    // The path ends at the misframed read; its error_report is the next step.
+    actions.push(LogReadError(PostcopyListen));
     let model = ReplyRace::new(v.variant, v.scenario);
     let log: Vec<String> = model::trace::log_lines(&model::trace::final_state(&model, &actions))
         .iter()
@@ -792,9 +801,11 @@ fn qemu_9_1_swaps_whole_replies_as_on_the_facts_page() {
         BackendHandle,
         Read(DeviceStart, 3),
         Read(DeviceStart, 2),
+        LogReadError(DeviceStart),
         Step(DeviceStart),
         Read(PostcopyListen, 3),
         Read(PostcopyListen, 2),
+        LogReadError(PostcopyListen),
         Step(PostcopyListen),
     ];
     let log: Vec<String> = model::trace::log_lines(&model::trace::final_state(&model, &actions))
