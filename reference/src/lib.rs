@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod frontend;
 pub mod harness;
+pub mod qemu;
 pub mod qemu_log;
 pub mod record;
 pub mod run;

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the locks sit: one per proposed or shipped fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -138,7 +138,7 @@ impl FromStr for Variant {
 }
 
 /// The front-end threads that use the socket (the back-end is separate).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ThreadRole {
     /// `vhost_dev_start`: one IOTLB update per virtqueue.
     DeviceStart,
@@ -181,7 +181,7 @@ pub const MAX_VIRTQUEUES: u8 = 16;
 pub const MAX_BACKEND_MISSES: u8 = 8;
 
 /// The threads and their work: what the model explores and the reference runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Scenario {
     /// Whether the device-start thread runs.
     pub device_start: bool,

@@ -6,9 +6,11 @@
 //! IOTLB payload (`struct vhost_iotlb_msg`, 32 bytes with padding) and the
 //! REPLY_ACK u64 payload, with encoding and validating decoding.
 //!
-//! Leaves out: request codes the race does not involve (they decode as
-//! [`WireError::UnknownRequest`]), the payload layouts of requests the
-//! back-end only acknowledges, and big-endian hosts.
+//! Leaves out: request codes that neither the race nor QEMU 7.2's
+//! vhost-user-net life cycle involves (they decode as
+//! [`WireError::UnknownRequest`]; the back-end answers them with a failure
+//! ack), the payload layouts of requests the back-end only acknowledges, and
+//! big-endian hosts.
 
 use thiserror::Error;
 
@@ -39,6 +41,10 @@ pub const NEED_REPLY_MASK: u32 = 0x8;
 /// The only flags a correct reply header carries: version | REPLY (0x5).
 pub const REPLY_FLAGS: u32 = VERSION | REPLY_MASK;
 
+/// Protocol feature bit: MQ (the back-end answers GET_QUEUE_NUM).
+pub const PROTOCOL_F_MQ: u64 = 1 << 0;
+/// Protocol feature bit: LOG_SHMFD (SET_LOG_BASE carries the dirty log's fd).
+pub const PROTOCOL_F_LOG_SHMFD: u64 = 1 << 1;
 /// Protocol feature bit: REPLY_ACK.
 pub const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
 /// Protocol feature bit: BACKEND_REQ (the back-end channel).
@@ -47,8 +53,20 @@ pub const PROTOCOL_F_BACKEND_REQ: u64 = 1 << 5;
 pub const PROTOCOL_F_PAGEFAULT: u64 = 1 << 8;
 /// Virtio feature bit that says protocol features may be negotiated.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
-/// Virtio feature bit for an IOMMU platform (`VIRTIO_F_IOMMU_PLATFORM`).
+/// Virtio feature bit for an IOMMU platform (`VIRTIO_F_IOMMU_PLATFORM`,
+/// `VIRTIO_F_ACCESS_PLATFORM` in the virtio 1.1 names).
 pub const VIRTIO_F_IOMMU_PLATFORM: u64 = 1 << 33;
+/// Virtio feature bit `VIRTIO_F_VERSION_1`.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Virtio-net feature bit `VIRTIO_NET_F_MQ` (several queue pairs).
+pub const VIRTIO_NET_F_MQ: u64 = 1 << 22;
+/// Vhost feature bit `VHOST_F_LOG_ALL` (dirty logging, needed to migrate).
+pub const VHOST_F_LOG_ALL: u64 = 1 << 26;
+/// In a SET_VRING_KICK/CALL/ERR u64: the virtqueue index.
+pub const VRING_IDX_MASK: u64 = 0xff;
+/// In a SET_VRING_KICK/CALL/ERR u64: no descriptor comes with the message
+/// (polling instead of an eventfd).
+pub const VRING_NOFD_MASK: u64 = 0x100;
 
 macro_rules! request_codes {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $code:expr => $c:literal,)* }) => {
@@ -94,6 +112,8 @@ request_codes! {
         SetOwner = 3 => "VHOST_USER_SET_OWNER",
         /// `VHOST_USER_SET_MEM_TABLE`
         SetMemTable = 5 => "VHOST_USER_SET_MEM_TABLE",
+        /// `VHOST_USER_SET_LOG_BASE`
+        SetLogBase = 6 => "VHOST_USER_SET_LOG_BASE",
         /// `VHOST_USER_SET_VRING_NUM`
         SetVringNum = 8 => "VHOST_USER_SET_VRING_NUM",
         /// `VHOST_USER_SET_VRING_ADDR`
@@ -102,10 +122,18 @@ request_codes! {
         SetVringBase = 10 => "VHOST_USER_SET_VRING_BASE",
         /// `VHOST_USER_GET_VRING_BASE`
         GetVringBase = 11 => "VHOST_USER_GET_VRING_BASE",
+        /// `VHOST_USER_SET_VRING_KICK`
+        SetVringKick = 12 => "VHOST_USER_SET_VRING_KICK",
+        /// `VHOST_USER_SET_VRING_CALL`
+        SetVringCall = 13 => "VHOST_USER_SET_VRING_CALL",
+        /// `VHOST_USER_SET_VRING_ERR`
+        SetVringErr = 14 => "VHOST_USER_SET_VRING_ERR",
         /// `VHOST_USER_GET_PROTOCOL_FEATURES`
         GetProtocolFeatures = 15 => "VHOST_USER_GET_PROTOCOL_FEATURES",
         /// `VHOST_USER_SET_PROTOCOL_FEATURES`
         SetProtocolFeatures = 16 => "VHOST_USER_SET_PROTOCOL_FEATURES",
+        /// `VHOST_USER_GET_QUEUE_NUM`
+        GetQueueNum = 17 => "VHOST_USER_GET_QUEUE_NUM",
         /// `VHOST_USER_SET_VRING_ENABLE`
         SetVringEnable = 18 => "VHOST_USER_SET_VRING_ENABLE",
         /// `VHOST_USER_SET_BACKEND_REQ_FD`

@@ -125,14 +125,6 @@ fn backend_rejects_short_payload() {
 }
 
 #[test]
-fn backend_rejects_unknown_request_code() {
-    let bytes = wire::encode(Header { request: 4, flags: 1, size: 0 }, &[]);
-    check_backend(bytes, false, false, |e| {
-        matches!(e, BackendError::Wire(WireError::UnknownRequest(4)))
-    });
-}
-
-#[test]
 fn backend_rejects_and_closes_unexpected_fds() {
     let bytes = wire::encode(Header::request(Request::GetFeatures, 0, false), &[]);
     check_backend(bytes, true, false, |e| {

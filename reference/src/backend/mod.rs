@@ -17,17 +17,29 @@
 //! front-end is a typed [`BackendError`]: the connection is shut down,
 //! received descriptors are closed (they are [`OwnedFd`]s), nothing panics.
 //!
+//! It also serves QEMU's own binary (7.2, vhost-user-net): the vring
+//! descriptors of SET_VRING_KICK/CALL/ERR (kept, or the no-fd flag),
+//! SET_VRING_ENABLE, GET_VRING_BASE (which stops the ring), GET_QUEUE_NUM
+//! with the MQ protocol feature, SET_LOG_BASE's descriptor, and a failure
+//! ack for any request code it does not know (when the request asks for a
+//! reply), as the specification asks, instead of a disconnect. Optional: a
+//! [`trace`] line per request and reply, and a [`ReplyPlan`] that answers
+//! device start's IOTLB updates with chosen bytes (to replay a model
+//! counterexample on QEMU).
+//!
 //! Leaves out: virtqueue processing (no descriptor is ever read), a real
 //! userfaultfd (POSTCOPY_ADVISE answers with a memfd standing in for it, so
-//! that the reference needs no privileges), dirty logging, multiple queues'
-//! enable state, and every request code not in [`Request`].
+//! that the reference needs no privileges), dirty logging (the log's
+//! descriptor is kept, never written), and the payload layouts of request
+//! codes not in [`Request`].
 //!
 //! [`Scenario::backend_miss`]: crate::scenario::Scenario::backend_miss
 
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::time::Instant;
 
 use vm_memory::{
     FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
@@ -37,18 +49,29 @@ use crate::scenario::Scenario;
 use crate::transport::{read_all, Transport, TransportError, UnixTransport};
 use crate::wire::{
     self, Header, IotlbMsg, IotlbPerm, IotlbType, MemoryRegion, Request, VringAddr, WireError,
-    HEADER_SIZE, PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_PAGEFAULT, PROTOCOL_F_REPLY_ACK,
-    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IOMMU_PLATFORM,
+    HEADER_SIZE, PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_MQ, PROTOCOL_F_PAGEFAULT, PROTOCOL_F_REPLY_ACK,
+    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IOMMU_PLATFORM, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ,
+    VRING_IDX_MASK, VRING_NOFD_MASK,
 };
 
-/// `VIRTIO_F_VERSION_1`.
-const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-/// The virtio features this back-end offers.
+pub mod plan;
+pub mod trace;
+
+pub use plan::ReplyPlan;
+use trace::{Direction, TraceEvent};
+
+/// The virtio features this back-end offers: the ones that make QEMU take
+/// the IOMMU path (VERSION_1, PROTOCOL_FEATURES, ACCESS_PLATFORM) and
+/// virtio-net's MQ, so that QEMU may ask for several queue pairs.
 pub const BACKEND_FEATURES: u64 =
-    VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IOMMU_PLATFORM | VIRTIO_F_VERSION_1;
-/// The protocol features this back-end offers.
+    VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IOMMU_PLATFORM | VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MQ;
+/// The protocol features this back-end offers. QEMU refuses an IOMMU device
+/// without REPLY_ACK and BACKEND_REQ; PAGEFAULT is postcopy; MQ makes QEMU
+/// ask GET_QUEUE_NUM.
 pub const BACKEND_PROTOCOL_FEATURES: u64 =
-    PROTOCOL_F_REPLY_ACK | PROTOCOL_F_BACKEND_REQ | PROTOCOL_F_PAGEFAULT;
+    PROTOCOL_F_REPLY_ACK | PROTOCOL_F_BACKEND_REQ | PROTOCOL_F_PAGEFAULT | PROTOCOL_F_MQ;
+/// Queue pairs announced by GET_QUEUE_NUM unless set otherwise.
+pub const DEFAULT_MAX_QUEUE_PAIRS: u64 = 16;
 
 /// How the back-end behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,22 +204,49 @@ impl Iotlb {
     }
 }
 
+/// One virtqueue as the front-end has set it up.
+#[derive(Debug, Default)]
+pub struct Vring {
+    /// SET_VRING_NUM.
+    pub num: u32,
+    /// SET_VRING_BASE (what GET_VRING_BASE returns).
+    pub base: u32,
+    /// SET_VRING_ADDR.
+    pub addr: Option<VringAddr>,
+    /// SET_VRING_KICK's eventfd (`None` also when the no-fd flag was set).
+    pub kick: Option<OwnedFd>,
+    /// SET_VRING_CALL's eventfd.
+    pub call: Option<OwnedFd>,
+    /// SET_VRING_ERR's eventfd.
+    pub err: Option<OwnedFd>,
+    /// SET_VRING_ENABLE.
+    pub enabled: bool,
+    /// Started by SET_VRING_KICK, stopped by GET_VRING_BASE.
+    pub started: bool,
+}
+
 /// The back-end of one connection.
 pub struct Backend<T: Transport> {
     main: T,
     channel: Option<Box<dyn Transport>>,
     cfg: BackendConfig,
+    max_queue_pairs: u64,
     features: u64,
     protocol_features: u64,
     owner: bool,
     regions: Vec<MemoryRegion>,
     memory: Option<GuestMemoryMmap>,
-    vrings: Vec<(u32, u32, VringAddr)>,
+    vrings: BTreeMap<u32, Vring>,
+    log: Option<OwnedFd>,
     iotlb: Iotlb,
     listening: bool,
     postcopy_ended: bool,
     misses_sent: u8,
     requests_served: u64,
+    iotlb_updates_acked: u64,
+    plan: ReplyPlan,
+    iotlb_need_reply_seen: usize,
+    trace: Option<(Box<dyn Write + Send>, Instant, u32)>,
 }
 
 impl<T: Transport> std::fmt::Debug for Backend<T> {
@@ -217,18 +267,41 @@ impl<T: Transport> Backend<T> {
             main,
             channel,
             cfg,
+            max_queue_pairs: DEFAULT_MAX_QUEUE_PAIRS,
             features: 0,
             protocol_features: 0,
             owner: false,
             regions: Vec::new(),
             memory: None,
-            vrings: Vec::new(),
+            vrings: BTreeMap::new(),
+            log: None,
             iotlb: Iotlb::default(),
             listening: false,
             postcopy_ended: false,
             misses_sent: 0,
             requests_served: 0,
+            iotlb_updates_acked: 0,
+            plan: ReplyPlan::default(),
+            iotlb_need_reply_seen: 0,
+            trace: None,
         }
+    }
+
+    /// Writes one [`TraceEvent`] line per request received and reply sent to
+    /// `out`, times counted from `epoch`, tagged with connection `conn`.
+    pub fn set_trace(&mut self, out: Box<dyn Write + Send>, epoch: Instant, conn: u32) {
+        self.trace = Some((out, epoch, conn));
+    }
+
+    /// Answers IOTLB updates with NEED_REPLY as `plan` says (fault injection
+    /// for the replay of a model counterexample on QEMU).
+    pub fn set_reply_plan(&mut self, plan: ReplyPlan) {
+        self.plan = plan;
+    }
+
+    /// The queue pairs GET_QUEUE_NUM announces.
+    pub fn set_max_queue_pairs(&mut self, n: u64) {
+        self.max_queue_pairs = n;
     }
 
     /// Serves requests until the front-end closes the connection (`Ok`) or
@@ -244,6 +317,9 @@ impl<T: Transport> Backend<T> {
         self.main.shutdown();
         if let Some(c) = &self.channel {
             c.shutdown();
+        }
+        if let Some((out, _, _)) = &mut self.trace {
+            let _ = out.flush();
         }
         r
     }
@@ -262,15 +338,49 @@ impl<T: Transport> Backend<T> {
             }
             let h = Header::from_bytes(&b);
             h.validate_request()?;
-            let request = Request::try_from(h.request)?;
             let mut payload = vec![0u8; h.size as usize];
             let n = read_all(&self.main, &mut payload, &mut fds)?;
             if n < payload.len() {
                 return Err(BackendError::EofMidMessage { got: n, expected: payload.len() });
             }
-            self.handle(h, request, &payload, fds)?;
+            self.trace_event(Direction::Received, &h, fds.len(), describe(&h, &payload));
+            match Request::try_from(h.request) {
+                Ok(request) => self.handle(h, request, &payload, fds)?,
+                // Not implemented here: the specification's answer is a
+                // failure ack when one is asked for; the descriptors close.
+                Err(WireError::UnknownRequest(_)) => {
+                    drop(fds);
+                    self.ack(&h, 1)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
             self.requests_served += 1;
         }
+    }
+
+    fn trace_event(&mut self, dir: Direction, h: &Header, fds: usize, note: Option<String>) {
+        if let Some((out, epoch, conn)) = &mut self.trace {
+            let ev = TraceEvent::new(epoch.elapsed(), *conn, dir, h, fds, note);
+            // A trace that cannot be written must not stop the back-end.
+            let _ = ev.write_line(out.as_mut());
+        }
+    }
+
+    /// Sends `bytes` on the main socket and traces it as the reply to `h`.
+    fn send_reply(
+        &mut self,
+        h: &Header,
+        bytes: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+        note: Option<String>,
+    ) -> Result<(), BackendError> {
+        self.main.send(bytes, fds)?;
+        let mut sent = *h;
+        if bytes.len() >= HEADER_SIZE {
+            sent = Header::from_bytes(bytes[..HEADER_SIZE].try_into().expect("12 bytes"));
+        }
+        self.trace_event(Direction::Sent, &sent, fds.len(), note);
+        Ok(())
     }
 
     /// Puts the back-end in the state QEMU's handshake and POSTCOPY_ADVISE /
@@ -287,6 +397,11 @@ impl<T: Transport> Backend<T> {
         self.requests_served
     }
 
+    /// IOTLB updates applied and acknowledged with success.
+    pub fn iotlb_updates_acked(&self) -> u64 {
+        self.iotlb_updates_acked
+    }
+
     /// The negotiated virtio features.
     pub fn acked_features(&self) -> u64 {
         self.features
@@ -295,6 +410,16 @@ impl<T: Transport> Backend<T> {
     /// The IOTLB.
     pub fn iotlb(&self) -> &Iotlb {
         &self.iotlb
+    }
+
+    /// The virtqueues set up so far, by index.
+    pub fn vrings(&self) -> &BTreeMap<u32, Vring> {
+        &self.vrings
+    }
+
+    /// Whether guest memory is mapped (SET_MEM_TABLE with descriptors).
+    pub fn memory_mapped(&self) -> bool {
+        self.memory.is_some()
     }
 
     /// Whether POSTCOPY_END has been served.
@@ -359,16 +484,36 @@ impl<T: Transport> Backend<T> {
     }
 
     /// Sends a REPLY_ACK status if negotiated and asked.
-    fn ack(&self, h: &Header, status: u64) -> Result<(), BackendError> {
+    fn ack(&mut self, h: &Header, status: u64) -> Result<(), BackendError> {
         if self.protocol_features & PROTOCOL_F_REPLY_ACK != 0 && h.need_reply() {
-            self.main.send(&wire::ack_reply(h.request, status), &[])?;
+            self.send_reply(
+                h,
+                &wire::ack_reply(h.request, status),
+                &[],
+                Some(format!("ack {status}")),
+            )?;
         }
         Ok(())
     }
 
-    fn reply_u64(&self, h: &Header, value: u64) -> Result<(), BackendError> {
-        self.main.send(&wire::ack_reply(h.request, value), &[])?;
-        Ok(())
+    fn reply_u64(&mut self, h: &Header, value: u64) -> Result<(), BackendError> {
+        self.send_reply(h, &wire::ack_reply(h.request, value), &[], Some(format!("u64 {value:#x}")))
+    }
+
+    /// How many descriptors `request` takes with this payload.
+    fn fds_taken(&self, request: Request, payload: &[u8]) -> usize {
+        match request {
+            Request::SetBackendReqFd => usize::from(self.channel.is_none()),
+            Request::SetMemTable => usize::MAX,
+            Request::SetLogBase => usize::MAX,
+            Request::SetVringKick | Request::SetVringCall | Request::SetVringErr => {
+                match wire::u64_from_bytes(payload) {
+                    Ok(v) if v & VRING_NOFD_MASK != 0 => 0,
+                    _ => 1,
+                }
+            }
+            _ => 0,
+        }
     }
 
     fn handle(
@@ -378,11 +523,7 @@ impl<T: Transport> Backend<T> {
         payload: &[u8],
         mut fds: Vec<OwnedFd>,
     ) -> Result<(), BackendError> {
-        let takes = match request {
-            Request::SetBackendReqFd => usize::from(self.channel.is_none()),
-            Request::SetMemTable => usize::MAX,
-            _ => 0,
-        };
+        let takes = self.fds_taken(request, payload);
         if takes != usize::MAX && fds.len() != takes {
             return Err(BackendError::UnexpectedFds { request, count: fds.len(), takes });
         }
@@ -401,6 +542,10 @@ impl<T: Transport> Backend<T> {
             Request::GetProtocolFeatures => {
                 expect_size(0)?;
                 self.reply_u64(&h, BACKEND_PROTOCOL_FEATURES)
+            }
+            Request::GetQueueNum => {
+                expect_size(0)?;
+                self.reply_u64(&h, self.max_queue_pairs)
             }
             Request::SetFeatures => {
                 self.features = wire::u64_from_bytes(payload)? & BACKEND_FEATURES;
@@ -443,36 +588,92 @@ impl<T: Transport> Backend<T> {
                 self.regions = regions;
                 self.ack(&h, 0)
             }
+            Request::SetLogBase => {
+                // `VhostUserLog`: mmap_size u64, mmap_offset u64; with
+                // LOG_SHMFD one descriptor, and QEMU waits for a u64 reply.
+                expect_size(16)?;
+                if fds.len() > 1 {
+                    return Err(BackendError::UnexpectedFds {
+                        request,
+                        count: fds.len(),
+                        takes: 1,
+                    });
+                }
+                self.log = fds.pop();
+                self.reply_u64(&h, 0)
+            }
             Request::SetVringNum | Request::SetVringBase => {
                 let (index, num) = wire::vring_state_from_bytes(payload)?;
-                let v = self.vring(index);
+                let v = self.vrings.entry(index).or_default();
                 if request == Request::SetVringNum {
-                    v.0 = num;
+                    v.num = num;
                 } else {
-                    v.1 = num;
+                    v.base = num;
                 }
                 self.ack(&h, 0)
             }
             Request::SetVringAddr => {
                 let a = VringAddr::from_bytes(payload)?;
-                self.vring(a.index).2 = a;
+                self.vrings.entry(a.index).or_default().addr = Some(a);
+                self.ack(&h, 0)
+            }
+            Request::SetVringKick | Request::SetVringCall | Request::SetVringErr => {
+                let v = wire::u64_from_bytes(payload)?;
+                let index = (v & VRING_IDX_MASK) as u32;
+                let fd = fds.pop();
+                let ring = self.vrings.entry(index).or_default();
+                match request {
+                    Request::SetVringKick => {
+                        ring.kick = fd;
+                        ring.started = true;
+                    }
+                    Request::SetVringCall => ring.call = fd,
+                    _ => ring.err = fd,
+                }
                 self.ack(&h, 0)
             }
             Request::GetVringBase => {
                 let (index, _) = wire::vring_state_from_bytes(payload)?;
-                let base = self.vring(index).1;
-                let body = wire::vring_state_to_bytes(index, base);
-                self.main.send(&wire::encode(Header::reply(h.request, body.len()), &body), &[])?;
-                Ok(())
+                let ring = self.vrings.entry(index).or_default();
+                ring.started = false;
+                ring.kick = None;
+                let body = wire::vring_state_to_bytes(index, ring.base);
+                let bytes = wire::encode(Header::reply(h.request, body.len()), &body);
+                self.send_reply(
+                    &h,
+                    &bytes,
+                    &[],
+                    Some(format!("vq {index} base {}", self.vrings[&index].base)),
+                )
             }
             Request::SetVringEnable => {
-                wire::vring_state_from_bytes(payload)?;
+                let (index, enable) = wire::vring_state_from_bytes(payload)?;
+                self.vrings.entry(index).or_default().enabled = enable != 0;
                 self.ack(&h, 0)
             }
             Request::IotlbMsg => {
                 let m = IotlbMsg::from_bytes(payload)?;
-                let status = u64::from(self.iotlb.apply(&m).is_err());
-                self.ack(&h, status)
+                let applied = self.iotlb.apply(&m).is_ok();
+                if h.need_reply() {
+                    let call = self.iotlb_need_reply_seen;
+                    self.iotlb_need_reply_seen += 1;
+                    if let Some(chunks) = self.plan.iotlb_reply(call) {
+                        let chunks = chunks.to_vec();
+                        return self.send_planned(&h, call, &chunks);
+                    }
+                }
+                if applied {
+                    self.iotlb_updates_acked += u64::from(h.need_reply());
+                }
+                if m.kind == IotlbType::Update {
+                    // Where the update points in the mapped guest memory, for
+                    // the trace: QEMU's used-ring updates must land in RAM.
+                    let gpa = self.translate(m.iova, m.size.max(1), m.perm);
+                    let note =
+                        gpa.map_or("not in guest memory".into(), |g| format!("gpa {:#x}", g.0));
+                    self.trace_event(Direction::Translated, &h, 0, Some(note));
+                }
+                self.ack(&h, u64::from(!applied))
             }
             Request::PostcopyAdvise => {
                 expect_size(0)?;
@@ -482,8 +683,8 @@ impl<T: Transport> Backend<T> {
                     nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
                 )
                 .map_err(|e| BackendError::Transport(std::io::Error::from(e).into()))?;
-                self.main.send(&wire::encode(Header::reply(h.request, 0), &[]), &[ufd.as_fd()])?;
-                Ok(())
+                let bytes = wire::encode(Header::reply(h.request, 0), &[]);
+                self.send_reply(&h, &bytes, &[ufd.as_fd()], None)
             }
             Request::PostcopyListen => {
                 expect_size(0)?;
@@ -498,15 +699,74 @@ impl<T: Transport> Backend<T> {
         }
     }
 
-    fn vring(&mut self, index: u32) -> &mut (u32, u32, VringAddr) {
-        let i = match self.vrings.iter().position(|v| v.2.index == index) {
-            Some(i) => i,
-            None => {
-                self.vrings.push((0, 0, VringAddr { index, ..VringAddr::default() }));
-                self.vrings.len() - 1
+    /// Sends the plan's chunks for IOTLB call `call` instead of its ack, a
+    /// pause between chunks so that the reader's `recv` sees them apart.
+    fn send_planned(
+        &mut self,
+        h: &Header,
+        call: usize,
+        chunks: &[Vec<u8>],
+    ) -> Result<(), BackendError> {
+        for (i, c) in chunks.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(plan::CHUNK_PAUSE);
             }
-        };
-        &mut self.vrings[i]
+            self.main.send(c, &[])?;
+            let note =
+                Some(format!("planned reply to IOTLB call {call}, chunk {i}: {}", hex_words(c)));
+            let shown = if c.len() >= HEADER_SIZE {
+                Header::from_bytes(c[..HEADER_SIZE].try_into().expect("12 bytes"))
+            } else {
+                *h
+            };
+            self.trace_event(Direction::Sent, &shown, 0, note);
+        }
+        Ok(())
+    }
+}
+
+/// Bytes as the model shows words: little-endian u32s in hex.
+fn hex_words(b: &[u8]) -> String {
+    let words: Vec<String> = b
+        .chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            format!("{:x}", u32::from_le_bytes(w))
+        })
+        .collect();
+    format!("[{}]", words.join(" "))
+}
+
+/// What a trace line says about a request beyond its header.
+fn describe(h: &Header, payload: &[u8]) -> Option<String> {
+    let request = Request::try_from(h.request).ok()?;
+    match request {
+        Request::IotlbMsg => IotlbMsg::from_bytes(payload).ok().map(|m| {
+            format!(
+                "{:?} iova {:#x} size {:#x} uaddr {:#x} perm {:?}",
+                m.kind, m.iova, m.size, m.uaddr, m.perm
+            )
+        }),
+        Request::SetVringKick | Request::SetVringCall | Request::SetVringErr => {
+            let v = wire::u64_from_bytes(payload).ok()?;
+            let nofd = if v & VRING_NOFD_MASK != 0 { " no fd" } else { "" };
+            Some(format!("vq {}{nofd}", v & VRING_IDX_MASK))
+        }
+        Request::SetVringNum
+        | Request::SetVringBase
+        | Request::SetVringEnable
+        | Request::GetVringBase => {
+            let (i, n) = wire::vring_state_from_bytes(payload).ok()?;
+            Some(format!("vq {i} {n}"))
+        }
+        Request::SetMemTable => {
+            MemoryRegion::table_from_bytes(payload).ok().map(|r| format!("{} regions", r.len()))
+        }
+        Request::SetFeatures | Request::SetProtocolFeatures => {
+            wire::u64_from_bytes(payload).ok().map(|v| format!("{v:#x}"))
+        }
+        _ => None,
     }
 }
 
@@ -528,21 +788,6 @@ fn map_regions(
     }
     mapped.sort_by_key(vm_memory::GuestMemoryRegion::start_addr);
     GuestMemoryMmap::from_regions(mapped).map_err(|e| BackendError::Memory(e.to_string()))
-}
-
-/// Runs the back-end as its own process would: listens on `path`, accepts
-/// one front-end, serves it until it closes the connection, removes the
-/// socket file. The `backend --socket PATH` subcommand calls this.
-pub fn serve_socket_path(path: impl AsRef<Path>, cfg: BackendConfig) -> Result<u64, BackendError> {
-    let path = path.as_ref();
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(TransportError::from)?;
-    let accepted = listener.accept().map_err(TransportError::from);
-    let _ = std::fs::remove_file(path);
-    let (stream, _) = accepted?;
-    let mut b = Backend::new(UnixTransport::from_stream(stream), None, cfg);
-    b.serve()?;
-    Ok(b.requests_served())
 }
 
 #[cfg(test)]
@@ -604,19 +849,15 @@ mod tests {
     }
 
     #[test]
-    fn serves_a_front_end_on_a_socket_path_with_the_full_handshake() {
-        let path = std::env::temp_dir().join(format!("vhost-user-ref-{}.sock", std::process::id()));
-        let p2 = path.clone();
-        let server = std::thread::spawn(move || serve_socket_path(&p2, BackendConfig::default()));
-        let stream = loop {
-            match std::os::unix::net::UnixStream::connect(&path) {
-                Ok(s) => break s,
-                Err(_) => std::thread::yield_now(),
-            }
-        };
+    fn serves_the_reference_front_end_with_the_full_handshake() {
+        let (fe_main, be_main) = UnixTransport::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut b = Backend::new(be_main, None, BackendConfig::default());
+            b.serve().map(|()| b.requests_served())
+        });
         let (chan_fe, chan_be) = UnixTransport::pair().unwrap();
         let mut fe = Frontend::<ParkingLot, _>::new(
-            UnixTransport::from_stream(stream),
+            fe_main,
             Some(chan_fe),
             Variant::new(LockPolicy::Qemu91),
             Scenario::default(),
@@ -638,6 +879,159 @@ mod tests {
         // MEM_TABLE + 3 per virtqueue (2) + ADVISE + LISTEN + 3 more.
         assert_eq!(served, 2 + 5 + 6 + 2 + 3);
         assert!(fe.record().log_lines().is_empty());
-        assert!(!path.exists(), "the socket file is removed");
+    }
+
+    /// A raw front-end on a socketpair: sends `msgs` (with descriptors) and
+    /// returns every byte the back-end answered, and the back-end.
+    fn exchange(
+        msgs: Vec<(Vec<u8>, Vec<OwnedFd>)>,
+        setup: impl FnOnce(&mut Backend<UnixTransport>) + Send + 'static,
+    ) -> (Vec<u8>, Backend<UnixTransport>) {
+        let (fe, be) = UnixTransport::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut b = Backend::new(be, None, BackendConfig::default());
+            setup(&mut b);
+            b.serve().unwrap();
+            b
+        });
+        for (bytes, fds) in &msgs {
+            let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+            fe.send(bytes, &fds).unwrap();
+        }
+        nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&fe.as_fd()),
+            nix::sys::socket::Shutdown::Write,
+        )
+        .unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = read_all(&fe, &mut got, &mut Vec::new()).unwrap();
+        got.truncate(n);
+        (got, server.join().unwrap())
+    }
+
+    fn u64_request(r: Request, v: u64, need_reply: bool) -> Vec<u8> {
+        wire::encode(Header::request(r, 8, need_reply), &v.to_le_bytes())
+    }
+
+    #[test]
+    fn an_unknown_request_gets_a_failure_ack_and_the_connection_goes_on() {
+        let reply_ack = u64_request(Request::SetProtocolFeatures, PROTOCOL_F_REPLY_ACK, false);
+        let unknown = wire::encode(Header { request: 250, flags: 0x9, size: 4 }, &[1, 2, 3, 4]);
+        let unknown_no_reply = wire::encode(Header { request: 251, flags: 0x1, size: 0 }, &[]);
+        let owner = wire::encode(Header::request(Request::SetOwner, 0, true), &[]);
+        let (got, b) = exchange(
+            vec![
+                (reply_ack, vec![]),
+                (unknown, vec![memfd().into()]),
+                (unknown_no_reply, vec![]),
+                (owner, vec![]),
+            ],
+            |_| {},
+        );
+        let mut want = wire::ack_reply(250u32, 1);
+        want.extend(wire::ack_reply(Request::SetOwner, 0));
+        assert_eq!(got, want, "a failure ack for the unknown request, then SET_OWNER's ack");
+        assert_eq!(b.requests_served(), 4);
+    }
+
+    #[test]
+    fn vring_descriptors_are_kept_unless_the_no_fd_flag_is_set() {
+        let eventfd = || -> OwnedFd { memfd().into() };
+        let msgs = vec![
+            (u64_request(Request::SetVringKick, 1, false), vec![eventfd()]),
+            (u64_request(Request::SetVringCall, 1 | VRING_NOFD_MASK, false), vec![]),
+            (u64_request(Request::SetVringErr, 0, false), vec![eventfd()]),
+            (
+                wire::encode(
+                    Header::request(Request::SetVringEnable, 8, false),
+                    &wire::vring_state_to_bytes(1, 1),
+                ),
+                vec![],
+            ),
+        ];
+        let (got, b) = exchange(msgs, |_| {});
+        assert!(got.is_empty(), "no reply without NEED_REPLY");
+        let v1 = &b.vrings()[&1];
+        assert!(v1.kick.is_some() && v1.call.is_none() && v1.started && v1.enabled);
+        assert!(b.vrings()[&0].err.is_some());
+        // A descriptor missing where the flag says one comes is malformed.
+        let (fe, be) = UnixTransport::pair().unwrap();
+        fe.send(&u64_request(Request::SetVringCall, 0, false), &[]).unwrap();
+        let e = Backend::new(be, None, BackendConfig::default()).serve().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BackendError::UnexpectedFds { request: Request::SetVringCall, count: 0, takes: 1 }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn get_vring_base_stops_the_ring_and_returns_its_base() {
+        let state =
+            |r, i, n| wire::encode(Header::request(r, 8, false), &wire::vring_state_to_bytes(i, n));
+        let msgs = vec![
+            (state(Request::SetVringBase, 1, 7), vec![]),
+            (u64_request(Request::SetVringKick, 1, false), vec![memfd().into()]),
+            (state(Request::GetVringBase, 1, 0), vec![]),
+            (wire::encode(Header::request(Request::GetQueueNum, 0, false), &[]), vec![]),
+        ];
+        let (got, b) = exchange(msgs, |b| b.set_max_queue_pairs(2));
+        let mut want = wire::encode(
+            Header::reply(Request::GetVringBase, 8),
+            &wire::vring_state_to_bytes(1, 7),
+        );
+        want.extend(wire::ack_reply(Request::GetQueueNum, 2));
+        assert_eq!(got, want);
+        assert!(!b.vrings()[&1].started && b.vrings()[&1].kick.is_none());
+    }
+
+    #[test]
+    fn a_reply_plan_answers_the_planned_iotlb_calls_and_acks_the_rest() {
+        let reply_ack = u64_request(Request::SetProtocolFeatures, PROTOCOL_F_REPLY_ACK, false);
+        let update = |vq| wire::iotlb_update_request(&Scenario::iotlb_update(vq), true);
+        let swapped = wire::ack_reply(Request::PostcopyEnd, 0);
+        let plan =
+            ReplyPlan { iotlb_replies: vec![vec![swapped[..12].to_vec(), swapped[12..].to_vec()]] };
+        let (got, b) = exchange(
+            vec![(reply_ack, vec![]), (update(0), vec![]), (update(1), vec![])],
+            move |b| b.set_reply_plan(plan),
+        );
+        let mut want = swapped.clone();
+        want.extend(wire::ack_reply(Request::IotlbMsg, 0));
+        assert_eq!(got, want, "call 0 as planned, call 1 acked");
+        assert_eq!(b.iotlb_updates_acked(), 1);
+    }
+
+    #[test]
+    fn the_trace_has_a_line_per_request_and_reply() {
+        #[derive(Clone, Default)]
+        struct Shared(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Shared::default();
+        let out2 = out.clone();
+        let get = wire::encode(Header::request(Request::GetFeatures, 0, false), &[]);
+        let unknown = wire::encode(Header { request: 250, flags: 0x1, size: 0 }, &[]);
+        exchange(vec![(get, vec![]), (unknown, vec![])], move |b| {
+            b.set_trace(Box::new(out2), Instant::now(), 3)
+        });
+        let text = String::from_utf8(out.0.lock().clone()).unwrap();
+        let ev = trace::TraceEvent::parse_all(&text).unwrap();
+        assert_eq!(ev.len(), 3, "{text}");
+        assert!(ev[0].received(Request::GetFeatures) && ev[0].conn == 3);
+        assert_eq!(
+            (ev[1].dir, ev[1].code, ev[1].flags, ev[1].size),
+            (trace::Direction::Sent, 1, 5, 8)
+        );
+        assert_eq!((ev[2].request.as_str(), ev[2].code), ("unknown", 250));
     }
 }
