@@ -264,6 +264,20 @@ pub fn explain(
     scenarios: &[Scenario],
     limits: Limits,
 ) -> Explanation {
+    explain_view(target, variant, scenarios, limits, None)
+}
+
+/// [`explain`] from one thread's point of view: with `view` set, the target
+/// holds only that thread's lines (as QEMU prints when the other threads do
+/// not run, e.g. device start alone in a replay), and the model's lines of
+/// other threads are left out of the comparison.
+pub fn explain_view(
+    target: &[LogLine],
+    variant: Variant,
+    scenarios: &[Scenario],
+    limits: Limits,
+    view: Option<ThreadRole>,
+) -> Explanation {
     let mut searches = Vec::new();
     for kind in [MatchKind::Whole, MatchKind::Fragment] {
         for &scenario in scenarios {
@@ -280,7 +294,7 @@ pub fn explain(
                 continue;
             }
             let model = ReplyRace::new(variant, scenario);
-            let result = search(&model, target, kind, limits.max_nodes);
+            let result = search(&model, target, kind, limits.max_nodes, view);
             searches.push(SearchRecord {
                 scenario,
                 kind,
@@ -290,7 +304,7 @@ pub fn explain(
                 ruled_out_by_count: false,
             });
             if let Some(actions) = result.path {
-                let found = Some(found(&model, target, kind, actions));
+                let found = Some(found(&model, target, kind, actions, view));
                 return Explanation { variant, found, searches };
             }
         }
@@ -344,9 +358,13 @@ fn advance(
     kind: MatchKind,
     from: (usize, Ids),
     logged: &[(ThreadRole, QemuError)],
+    view: Option<ThreadRole>,
 ) -> Vec<(usize, Ids)> {
     let mut progress = vec![from];
     for &(role, error) in logged {
+        if view.is_some_and(|v| v != role) {
+            continue; // another thread's line: not in a one-thread log
+        }
         let mut next = Vec::with_capacity(2);
         for (k, ids) in progress {
             if kind == MatchKind::Fragment && k == 0 {
@@ -392,6 +410,7 @@ fn search(
     target: &[LogLine],
     kind: MatchKind,
     max_nodes: usize,
+    view: Option<ThreadRole>,
 ) -> SearchResult {
     let n = target.len();
     // Parent index and the action from it, per node.
@@ -428,7 +447,7 @@ fn search(
         for &a in &actions {
             let Some(mut next) = model.next_state(&state, a) else { continue };
             let logged = std::mem::take(&mut next.log);
-            for (k2, ids2) in advance(target, kind, (k, ids), &logged) {
+            for (k2, ids2) in advance(target, kind, (k, ids), &logged, view) {
                 if kind == MatchKind::Fragment && k2 == n {
                     nodes.push((i, Some(a)));
                     let path = path_to(&nodes, nodes.len() - 1);
@@ -450,7 +469,13 @@ fn search(
 }
 
 /// Replays a found path and lines the target up with the steps that log it.
-fn found(model: &ReplyRace, target: &[LogLine], kind: MatchKind, actions: Vec<Action>) -> Found {
+fn found(
+    model: &ReplyRace,
+    target: &[LogLine],
+    kind: MatchKind,
+    actions: Vec<Action>,
+    view: Option<ThreadRole>,
+) -> Found {
     let steps = trace::steps(model, &actions);
     let emitted: Vec<(usize, ThreadRole)> = steps
         .iter()
@@ -462,6 +487,7 @@ fn found(model: &ReplyRace, target: &[LogLine], kind: MatchKind, actions: Vec<Ac
             };
             step.logged.iter().filter_map(move |_| role.map(|r| (i + 1, r)))
         })
+        .filter(|&(_, r)| view.is_none_or(|v| v == r))
         .collect();
     // The path ends where the last target line is matched (fragment) or at a
     // final state with nothing more logged (whole), so the target is the tail.
@@ -525,12 +551,15 @@ mod tests {
         let iotlb = [(DeviceStart, QemuError::IotlbUpdateFailed)];
         let end = [(PostcopyListen, QemuError::PostcopyEndFailed)];
         let start = (0, Ids::default());
-        assert_eq!(advance(&target, MatchKind::Whole, start, &iotlb), vec![]);
-        assert_eq!(advance(&target, MatchKind::Fragment, start, &iotlb), vec![start]);
-        let both = advance(&target, MatchKind::Fragment, start, &end);
+        assert_eq!(advance(&target, MatchKind::Whole, start, &iotlb, None), vec![]);
+        assert_eq!(advance(&target, MatchKind::Fragment, start, &iotlb, None), vec![start]);
+        let both = advance(&target, MatchKind::Fragment, start, &end, None);
         assert_eq!(both.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(advance(&target, MatchKind::Whole, (1, Ids::default()), &iotlb), vec![]);
-        assert_eq!(advance(&target, MatchKind::Fragment, (1, Ids::default()), &iotlb).len(), 1);
+        assert_eq!(advance(&target, MatchKind::Whole, (1, Ids::default()), &iotlb, None), vec![]);
+        assert_eq!(
+            advance(&target, MatchKind::Fragment, (1, Ids::default()), &iotlb, None).len(),
+            1
+        );
     }
 
     #[test]

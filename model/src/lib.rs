@@ -55,6 +55,7 @@ use reference::wire::{self, BackendRequest, Header, Request};
 use stateright::{Model, Property};
 
 pub mod explain;
+pub mod replay;
 pub mod trace;
 pub mod verdict;
 
@@ -235,7 +236,7 @@ impl State {
 }
 
 /// A transition: who moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// The thread executes its next op that is not a read.
     Step(ThreadRole),
