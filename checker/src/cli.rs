@@ -76,18 +76,12 @@ enum Command {
         #[command(flatten)]
         scenario: ScenarioArgs,
     },
-    /// Run the reference vhost-user back-end as its own process on a socket path.
-    Backend {
-        /// Unix socket path to listen on (one front-end is served).
-        #[arg(long)]
-        socket: std::path::PathBuf,
-        /// BACKEND_IOTLB_MSG misses to send after POSTCOPY_LISTEN.
-        #[arg(long, default_value_t = 0)]
-        misses: u8,
-        /// Misses carry NEED_REPLY.
-        #[arg(long)]
-        miss_need_reply: bool,
-    },
+    /// Run the reference vhost-user back-end as its own process on a socket
+    /// path (QEMU's binary can use it).
+    Backend(crate::backend_cmd::BackendArgs),
+    /// Replay the model's counterexamples on QEMU's own binary and compare
+    /// the lines QEMU prints with the model's.
+    QemuReplay(crate::qemu_replay::QemuReplayArgs),
     /// Find the interleaving (and variant) that produces a QEMU log, or rule variants out.
     Explain(crate::explain::ExplainArgs),
     /// Serve stateright's Explorer web UI on a loopback address.
@@ -212,6 +206,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 let steps = p.counterexample.as_deref().map(|a| model::trace::steps(&model, a));
                 let doc = serde_json::json!({
                     "variant": variant.to_string(),
+                    "scenario": scenario,
                     "property": name,
                     "holds": p.holds,
                     "actions": p.counterexample,
@@ -253,14 +248,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 emit(&report.to_string())?;
             }
         }
-        Some(Command::Backend { socket, misses, miss_need_reply }) => {
-            let cfg =
-                reference::backend::BackendConfig { map_memory: true, misses, miss_need_reply };
-            eprintln!("vhost-user back-end listening on {}", socket.display());
-            let served = reference::backend::serve_socket_path(&socket, cfg)
-                .with_context(|| format!("back-end on {}", socket.display()))?;
-            eprintln!("front-end closed the connection after {served} requests");
-        }
+        Some(Command::Backend(args)) => return crate::backend_cmd::run(args),
+        Some(Command::QemuReplay(args)) => return crate::qemu_replay::run(args),
         Some(Command::Explain(args)) => return crate::explain::run(args, json),
         Some(Command::Explore { variant, addr, scenario }) => {
             if !addr.ip().is_loopback() {

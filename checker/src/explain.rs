@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use model::explain::{self, Bound, Explanation, Limits, MatchKind, ParsedLog};
 use model::ReplyRace;
-use reference::scenario::{Scenario, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
+use reference::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 
 use crate::cli::{emit, ScenarioArgs};
 use crate::output::describe_scenario;
@@ -39,9 +39,35 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = Limits::default().max_nodes as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub max_nodes: u32,
+    /// Explain the log as one thread's view: it holds only that thread's
+    /// lines (e.g. QEMU running device start alone, as in `qemu-replay`);
+    /// the model's lines of the other threads are not compared.
+    #[arg(long, value_enum, value_name = "THREAD")]
+    pub thread: Option<ThreadView>,
     /// The base scenario the search starts from (and grows from).
     #[command(flatten)]
     pub scenario: ScenarioArgs,
+}
+
+/// A thread whose view `explain --thread` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThreadView {
+    /// `vhost_dev_start`'s IOTLB updates.
+    DeviceStart,
+    /// The postcopy listen thread's POSTCOPY_END.
+    PostcopyListen,
+    /// The main loop's answers to back-end misses.
+    MainLoop,
+}
+
+impl ThreadView {
+    fn role(self) -> ThreadRole {
+        match self {
+            ThreadView::DeviceStart => ThreadRole::DeviceStart,
+            ThreadView::PostcopyListen => ThreadRole::PostcopyListen,
+            ThreadView::MainLoop => ThreadRole::MainLoop,
+        }
+    }
 }
 
 /// Runs `explain`: exit 0 whether or not the log is explained.
@@ -71,11 +97,15 @@ pub fn run(args: ExplainArgs, json: bool) -> Result<ExitCode> {
         new
     });
     let scenarios = explain::scenarios(base, &log.lines, bound);
+    let view = args.thread.map(ThreadView::role);
+    if let Some(v) = view {
+        eprintln!("explaining the log as {}'s lines only", v.name());
+    }
     let results: Vec<Explanation> = variants
         .iter()
         .map(|&v| {
             eprintln!("explaining with {v} ...");
-            explain::explain(&log.lines, v, &scenarios, limits)
+            explain::explain_view(&log.lines, v, &scenarios, limits, view)
         })
         .collect();
     let bound_text = describe_bound(base, bound, &scenarios, &log);

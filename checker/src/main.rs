@@ -5,9 +5,11 @@
 //! Leaves out: anything that is not a front for the `model` and `reference`
 //! crates; all logic lives there.
 
+mod backend_cmd;
 mod cli;
 mod explain;
 mod output;
+mod qemu_replay;
 
 use std::process::ExitCode;
 

@@ -40,7 +40,7 @@ impl BackendProcess {
     /// it has bound the socket.
     fn start(path: &Path) -> BackendProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_vhost-race"))
-            .args(["backend", "--socket"])
+            .args(["backend", "--once", "--socket"])
             .arg(path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -105,7 +105,7 @@ fn rust_vmm_frontend_drives_the_backend_process() {
     let (code, stderr) = backend.wait();
     assert_eq!(code, Some(0), "back-end failed: {stderr}");
     assert!(
-        stderr.contains(&format!("front-end closed the connection after {sent} requests")),
+        stderr.contains(&format!("front-end 1 closed the connection after {sent} requests")),
         "{stderr}"
     );
     assert!(!path.exists(), "the back-end removes its socket file");
