@@ -34,8 +34,8 @@ pub struct BackendArgs {
     #[arg(long)]
     socket: PathBuf,
     /// Serve one front-end, then exit (0 when it closed the connection, 2 on
-    /// malformed input); without it, serve front-ends one after another
-    /// until SIGINT or SIGTERM.
+    /// malformed input; a connection that sends nothing does not count);
+    /// without it, serve front-ends one after another until SIGINT or SIGTERM.
     #[arg(long)]
     once: bool,
     /// Append one JSON line per message received and sent to FILE
@@ -202,7 +202,9 @@ pub fn run(args: BackendArgs) -> Result<ExitCode> {
             }
             Err(e) => eprintln!("front-end {conn}: {e} (after {} requests)", b.requests_served()),
         }
-        if args.once {
+        // A connection that sent nothing (another back-end probing whether
+        // this one is alive) does not use up `--once`'s one front-end.
+        if args.once && (b.requests_served() > 0 || failure.is_some()) {
             break;
         }
     }

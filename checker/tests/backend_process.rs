@@ -36,16 +36,43 @@ fn socket_path(name: &str) -> PathBuf {
 }
 
 impl BackendProcess {
-    /// Starts `vhost-race backend --socket path` and waits (bounded) until
-    /// it has bound the socket.
+    /// Starts `vhost-race backend --once --socket path` and waits (bounded)
+    /// until it has bound the socket.
     fn start(path: &Path) -> BackendProcess {
+        Self::spawn(path, &["--once"])
+    }
+
+    /// Starts a back-end that serves front-ends one after another.
+    fn start_serving(path: &Path) -> BackendProcess {
+        Self::spawn(path, &[])
+    }
+
+    /// Starts one on a path where a stale socket file exists, and waits until
+    /// it says it listens (the file exists before it binds).
+    fn start_when_listening(path: &Path) -> BackendProcess {
+        let b = Self::spawn(path, &["--once"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(path).is_err() {
+            assert!(Instant::now() < deadline, "the back-end never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        b
+    }
+
+    fn spawn(path: &Path, extra: &[&str]) -> BackendProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_vhost-race"))
-            .args(["backend", "--once", "--socket"])
+            .arg("backend")
+            .args(extra)
+            .arg("--socket")
             .arg(path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the back-end");
+        Self::wait_bound(child, path)
+    }
+
+    fn wait_bound(child: Child, path: &Path) -> BackendProcess {
         let mut backend = BackendProcess(Some(child));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !path.exists() {
@@ -134,4 +161,116 @@ fn a_malformed_header_from_the_peer_ends_the_backend_process_cleanly() {
         "the error names the bad flags, once: {last}"
     );
     assert!(!path.exists(), "the back-end removes its socket file");
+}
+
+fn run_backend_expecting_refusal(path: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vhost-race"))
+        .args(["backend", "--socket"])
+        .arg(path)
+        .output()
+        .expect("run the back-end");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line, and no \"listening\": {stderr}");
+    stderr
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_refused_and_kept() {
+    let path = socket_path("regular-file");
+    std::fs::write(&path, "notes\n").unwrap();
+    let stderr = run_backend_expecting_refusal(&path);
+    assert!(stderr.contains("exists and is not a socket; not removing it"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "notes\n", "the file is untouched");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_live_back_end_keeps_its_socket_and_a_stale_socket_is_reused() {
+    let path = socket_path("live");
+    let mut first = BackendProcess::start(&path);
+    let stderr = run_backend_expecting_refusal(&path);
+    assert!(stderr.contains("a back-end is already listening on"), "{stderr}");
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok(), "the first still serves");
+    // A socket file nobody accepts on (its back-end was killed) is reused.
+    let mut c = first.0.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    assert!(path.exists(), "SIGKILL leaves the socket file behind");
+    let second = BackendProcess::start_when_listening(&path);
+    drop(second);
+}
+
+/// The default back-end serves front-ends one after another, and SIGTERM
+/// ends it cleanly: exit 0, socket file removed, said on stderr.
+#[test]
+fn the_back_end_serves_a_reconnecting_front_end_and_cleans_up_on_sigterm() {
+    use std::io::{Read, Write};
+    let path = socket_path("reconnect");
+    let mut backend = BackendProcess::start_serving(&path);
+    let get_features: Vec<u8> = [1u32, 1, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+    for _ in 0..2 {
+        let mut fe = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        fe.write_all(&get_features).unwrap();
+        let mut reply = [0u8; 20];
+        fe.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[..8], &[1, 0, 0, 0, 5, 0, 0, 0], "GET_FEATURES answered");
+    }
+    // A third front-end is connected when the signal comes.
+    let _fe = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let child = backend.0.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("front-end 2 closed the connection after 1 requests"), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM after 3 front-end(s); socket removed"), "{stderr}");
+    assert!(!path.exists(), "the socket file is removed");
+}
+
+/// `backend --replay` answers the first IOTLB update with the words device
+/// start reads in a `trace --json` counterexample.
+#[test]
+fn backend_replay_answers_with_the_counterexamples_words() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("vhost-race-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("trace.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_vhost-race"))
+        .args(["trace", "--variant", "qemu-9.1", "--property", "no log", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&trace, &out.stdout).unwrap();
+    let path = dir.join("vhost.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_vhost-race"))
+        .args(["backend", "--once", "--replay"])
+        .arg(&trace)
+        .arg("--socket")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backend = BackendProcess::wait_bound(child, &path);
+    let mut fe = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let words = |w: &[u32]| -> Vec<u8> { w.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    // REPLY_ACK, then one IOTLB update with NEED_REPLY.
+    fe.write_all(&words(&[16, 1, 8, 1 << 3, 0])).unwrap();
+    let mut update = words(&[22, 9, 32]);
+    update.extend(words(&[0x1000, 0, 0x1000, 0, 0x1000, 0, 0x0203, 0]));
+    fe.write_all(&update).unwrap();
+    let mut got = [0u8; 20];
+    fe.read_exact(&mut got).unwrap();
+    // The swap of the "no log" counterexample: POSTCOPY_END's reply (30 = 0x1e).
+    assert_eq!(&got[..], &words(&[0x1e, 5, 8, 0, 0])[..]);
+    drop(fe);
+    let (code, stderr) = backend.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
