@@ -82,6 +82,10 @@ enum Command {
     /// Replay the model's counterexamples on QEMU's own binary and compare
     /// the lines QEMU prints with the model's.
     QemuReplay(crate::qemu_replay::QemuReplayArgs),
+    /// Run real postcopy migrations between two QEMUs, each with a
+    /// vhost-user-net device on a reference back-end, and explain the
+    /// destination's logs.
+    QemuMigrate(crate::qemu_migrate::QemuMigrateArgs),
     /// Find the interleaving (and variant) that produces a QEMU log, or rule variants out.
     Explain(crate::explain::ExplainArgs),
     /// Serve stateright's Explorer web UI on a loopback address.
@@ -121,6 +125,10 @@ pub struct ScenarioArgs {
     /// Reads may return fewer bytes than asked (read_all loops).
     #[arg(long)]
     short_reads: bool,
+    /// QEMU quits at the end: device stop sends GET_VRING_BASE per
+    /// virtqueue, under the BQL, once the other threads are done.
+    #[arg(long)]
+    device_stop: bool,
 }
 
 impl ScenarioArgs {
@@ -134,6 +142,7 @@ impl ScenarioArgs {
             backend_misses: self.misses,
             miss_need_reply: self.miss_need_reply,
             short_reads: self.short_reads,
+            device_stop: self.device_stop,
         };
         s.validate().context("invalid scenario")?;
         Ok(s)
@@ -235,6 +244,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             scenario,
         }) => {
             let scenario = scenario.scenario()?;
+            if scenario.device_stop {
+                bail!(
+                    "--device-stop: the reference's threads have no device stop (the model has it, \
+                     and `qemu-migrate` runs it on QEMU's binary)"
+                );
+            }
             let opts = reference::run::RunOptions {
                 widen_race_window,
                 hang_timeout: std::time::Duration::from_millis(hang_timeout_ms),
@@ -250,6 +265,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Backend(args)) => return crate::backend_cmd::run(args),
         Some(Command::QemuReplay(args)) => return crate::qemu_replay::run(args),
+        Some(Command::QemuMigrate(args)) => return crate::qemu_migrate::run(args),
         Some(Command::Explain(args)) => return crate::explain::run(args, json),
         Some(Command::Explore { variant, addr, scenario }) => {
             if !addr.ip().is_loopback() {

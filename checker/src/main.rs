@@ -9,6 +9,8 @@ mod backend_cmd;
 mod cli;
 mod explain;
 mod output;
+mod qemu_migrate;
+mod qemu_peer;
 mod qemu_replay;
 
 use std::process::ExitCode;

@@ -34,6 +34,9 @@ pub fn describe_scenario(s: &Scenario) -> String {
     if s.short_reads {
         parts.push("short reads".to_string());
     }
+    if s.device_stop && s.device_start {
+        parts.push("device stop at quit".to_string());
+    }
     parts.join(", ")
 }
 

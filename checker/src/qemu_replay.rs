@@ -11,7 +11,6 @@
 //! "skipped" with the reason), and paths with more IOTLB calls than QEMU
 //! starts virtqueues (iPXE starts one queue pair: two calls).
 
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,14 +18,14 @@ use anyhow::{bail, Context, Result};
 use model::replay::{device_start_replay, DeviceStartReplay};
 use model::verdict::{self, CheckOptions};
 use model::{Action, ReplyRace, PROPERTIES};
-use reference::backend::trace::SharedTrace;
-use reference::backend::{Backend, BackendConfig, ReplyPlan};
+use reference::backend::ReplyPlan;
 use reference::qemu::{message_of, QemuBinary};
 use reference::qemu_log::{LogLine, QemuError};
 use reference::scenario::{Scenario, Variant};
-use reference::transport::UnixTransport;
 use reference::wire::Request;
 use serde::{Deserialize, Serialize};
+
+use crate::qemu_peer::{wait_until, BackendPeer};
 
 /// IOTLB updates QEMU's device start sends with iPXE as the driver: one per
 /// virtqueue of the first queue pair (measured; `queues=2` changes nothing).
@@ -204,74 +203,35 @@ fn is_shutdown_noise(msg: &str) -> bool {
 }
 
 /// Runs QEMU once against an in-process back-end following `plan`; returns
-/// QEMU's stderr, the back-end's trace and the seconds QEMU ran.
+/// QEMU's stderr and the seconds QEMU ran.
 pub fn run_qemu_once(
     qemu: &QemuBinary,
     plan: ReplyPlan,
     work: &Path,
     wait_for_calls: usize,
-) -> Result<(String, Vec<reference::backend::trace::TraceEvent>, f64)> {
+) -> Result<(String, f64)> {
     std::fs::create_dir_all(work)?;
     let socket = work.join("vhost.sock");
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).context("cannot bind the back-end socket")?;
-    listener.set_nonblocking(true)?;
-    let trace = SharedTrace::default();
-    let t2 = trace.clone();
-    let deadline = Instant::now() + START_TIMEOUT;
-    let server = std::thread::spawn(move || -> Result<u64> {
-        let stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() > deadline {
-                        bail!("QEMU never connected");
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        stream.set_nonblocking(false)?;
-        let mut b =
-            Backend::new(UnixTransport::from_stream(stream), None, BackendConfig::default());
-        b.set_reply_plan(plan);
-        b.set_trace(Box::new(t2), Instant::now(), 1);
-        b.serve()?;
-        Ok(b.requests_served())
-    });
+    let peer = BackendPeer::start(&socket, START_TIMEOUT, move |b| b.set_reply_plan(plan))?;
     let args = qemu.net_args(&socket, 1, &work.join("serial.out"), None);
     let start = Instant::now();
     let mut proc = qemu.spawn(&args, &work.join("qemu.stderr"))?;
-    let iotlb_calls = |t: &SharedTrace| {
-        t.events().iter().filter(|e| e.received(Request::IotlbMsg) && e.flags & 0x8 != 0).count()
-    };
-    let mut timed_out = true;
-    while Instant::now() < deadline {
-        if proc.exited() {
-            timed_out = false;
-            break;
-        }
-        if iotlb_calls(&trace) >= wait_for_calls {
-            std::thread::sleep(PRINT_GRACE);
-            timed_out = false;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let started = wait_until(START_TIMEOUT, || {
+        proc.exited() || peer.received(Request::IotlbMsg) >= wait_for_calls
+    });
+    // Let QEMU print what it makes of the last reply.
+    std::thread::sleep(PRINT_GRACE);
     let seconds = start.elapsed().as_secs_f64();
+    let calls = peer.received(Request::IotlbMsg);
     proc.terminate(Duration::from_secs(10));
-    let served = server.join().map_err(|_| anyhow::anyhow!("back-end thread panicked"))?;
+    let served = peer.join();
     let stderr = proc.stderr();
     let _ = std::fs::remove_file(&socket);
-    if timed_out {
-        bail!(
-            "QEMU sent {} of {wait_for_calls} IOTLB updates within {START_TIMEOUT:?}",
-            iotlb_calls(&trace)
-        );
+    if !started || calls < wait_for_calls {
+        bail!("QEMU sent {calls} of {wait_for_calls} IOTLB updates within {START_TIMEOUT:?}: {stderr}");
     }
     served.context("the back-end failed")?;
-    Ok((stderr, trace.events(), seconds))
+    Ok((stderr, seconds))
 }
 
 /// Replays one case on QEMU.
@@ -308,7 +268,7 @@ pub fn replay_case(qemu: &QemuBinary, case: &Case, work: &Path) -> Result<Outcom
             out.verdict = "qemu-failed";
             out.reason = Some(format!("{e:#}"));
         }
-        Ok((stderr, _, seconds)) => {
+        Ok((stderr, seconds)) => {
             out.seconds = seconds;
             for line in stderr.lines() {
                 match message_of(line) {

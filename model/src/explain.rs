@@ -66,18 +66,25 @@ pub struct ParsedLog {
     pub unrelated: usize,
 }
 
-/// Reads a log's text: every line through [`LogLine::parse`].
+/// Reads a log's text: every line through [`LogLine::parse_torn`].
 pub fn parse_log(text: &str) -> ParsedLog {
     let mut log = ParsedLog::default();
     for (i, raw) in text.lines().enumerate() {
-        match LogLine::parse(raw) {
-            Some(line) if model_can_emit(&line.error) => {
+        // Threads printing at once tear lines; every message in one counts.
+        let found = LogLine::parse_torn(raw);
+        if found.is_empty() {
+            if !raw.trim().is_empty() {
+                log.unrelated += 1;
+            }
+            continue;
+        }
+        for line in found {
+            if model_can_emit(&line.error) {
                 log.lines.push(line);
                 log.line_numbers.push(i + 1);
+            } else {
+                log.set_aside.push((i + 1, line));
             }
-            Some(line) => log.set_aside.push((i + 1, line)),
-            None if raw.trim().is_empty() => {}
-            None => log.unrelated += 1,
         }
     }
     log
@@ -106,12 +113,32 @@ impl Default for Bound {
 /// failed call of any kind at most one read error before it; at most one call
 /// is a POSTCOPY_END.
 pub fn iotlb_calls_needed(target: &[LogLine], postcopy_end: bool) -> usize {
-    let reports = target.iter().filter(|l| l.error == QemuError::IotlbUpdateFailed).count();
-    let read_errors = target
-        .iter()
-        .filter(|l| !matches!(l.error, QemuError::IotlbUpdateFailed | QemuError::PostcopyEndFailed))
-        .count();
-    reports.max(read_errors.saturating_sub(usize::from(postcopy_end)))
+    let count = |f: fn(&QemuError) -> bool| target.iter().filter(|l| f(&l.error)).count();
+    let reports = count(|e| *e == QemuError::IotlbUpdateFailed);
+    // Each failed GET_VRING_BASE at device stop reports once and may have
+    // logged one read error before: those are not IOTLB calls.
+    let stops = count(|e| matches!(e, QemuError::RingRestoreFailed { .. }));
+    let read_errors = count(|e| {
+        !matches!(
+            e,
+            QemuError::IotlbUpdateFailed
+                | QemuError::PostcopyEndFailed
+                | QemuError::RingRestoreFailed { .. }
+        )
+    });
+    reports.max(read_errors.saturating_sub(usize::from(postcopy_end) + stops))
+}
+
+/// Whether a log has lines only device stop prints (its report, its size
+/// check, or a reply check that expected GET_VRING_BASE's code 11).
+pub fn needs_device_stop(target: &[LogLine]) -> bool {
+    target.iter().any(|l| match l.error {
+        QemuError::RingRestoreFailed { .. } | QemuError::BadMsgSize => true,
+        QemuError::UnexpectedMsgType { expected, .. } => {
+            expected == reference::wire::Request::GetVringBase as u32
+        }
+        _ => false,
+    })
 }
 
 /// How many IOTLB calls of `scenario` can fail: every answer to a miss, and
@@ -128,9 +155,10 @@ pub fn failing_iotlb_calls_possible(fail_start: bool, scenario: &Scenario) -> us
 
 /// The scenarios to search, smallest first: `base`, then `base` with more
 /// virtqueues (if device start runs) and more misses, up to `bound`, keeping
-/// only those with at least [`iotlb_calls_needed`] IOTLB calls. The bound
-/// never shrinks below `base`.
+/// only those with at least [`iotlb_calls_needed`] IOTLB calls, with device
+/// stop at quit if the log has its lines. The bound never shrinks below `base`.
 pub fn scenarios(base: Scenario, target: &[LogLine], bound: Bound) -> Vec<Scenario> {
+    let base = Scenario { device_stop: base.device_stop || needs_device_stop(target), ..base };
     let needed = iotlb_calls_needed(target, base.postcopy_end);
     let vqs: Vec<u8> = if base.device_start {
         (base.virtqueues..=bound.max_virtqueues.max(base.virtqueues)).collect()

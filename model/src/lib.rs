@@ -102,6 +102,13 @@ pub enum Op {
     JoinFaultThread,
     /// QEMU 10.2: schedule the postcopy cleanup bottom half on the main loop.
     ScheduleBh,
+    /// Device stop at quit: waits until every other thread is done; with
+    /// QEMU 9.2's fail-start a start that failed was rolled back and is not
+    /// stopped again, so it jumps to `end`.
+    AwaitQuit(u8),
+    /// `vhost_user_write` of GET_VRING_BASE for virtqueue `vq`
+    /// (`vhost_virtqueue_stop` from `vhost_dev_stop`); its reply is always read.
+    WriteGetVringBase(u8),
 }
 
 /// What a thread is running.
@@ -317,6 +324,20 @@ impl ReplyRace {
         if scenario.device_start_holds_bql {
             device_start.push(Op::ReleaseBql);
         }
+        if scenario.device_stop && scenario.device_start {
+            // vhost_dev_stop at quit, on the main thread under the BQL.
+            let await_quit = device_start.len();
+            device_start.extend([Op::AwaitQuit(0), Op::AcquireBql]);
+            for vq in 0..scenario.virtqueues {
+                device_start.extend(call(
+                    policy,
+                    Op::WriteGetVringBase(vq),
+                    QemuError::RingRestoreFailed { vq: u32::from(vq) },
+                ));
+            }
+            device_start.push(Op::ReleaseBql);
+            device_start[await_quit] = Op::AwaitQuit(device_start.len() as u8);
+        }
 
         let mut listen = Vec::new();
         if policy.listen_cleanup_under_bql() {
@@ -374,6 +395,9 @@ impl ReplyRace {
         match op {
             Op::AcquireBql => s.bql.is_none(),
             Op::AcquireMutex => s.mutex.is_none(),
+            Op::AwaitQuit(_) => [ThreadRole::PostcopyListen, ThreadRole::MainLoop]
+                .iter()
+                .all(|&r| matches!(s.thread(r).routine, Routine::Done | Routine::Absent)),
             _ => true,
         }
     }
@@ -473,6 +497,19 @@ impl ReplyRace {
             }
             Op::JoinFaultThread => {}
             Op::ScheduleBh => s.bh_pending = true,
+            Op::AwaitQuit(end) => {
+                let t = s.thread_mut(role);
+                if self.variant.fail_start && t.start_failed {
+                    t.pc = end;
+                    return;
+                }
+            }
+            Op::WriteGetVringBase(vq) => {
+                Self::start_call(s, role, Request::GetVringBase);
+                let body = wire::vring_state_to_bytes(u32::from(vq), 0);
+                let h = Header::request(Request::GetVringBase, body.len(), false);
+                Self::write(s, role, &wire::encode(h, &body));
+            }
             Op::ReadHeader | Op::ReadPayload | Op::AbortIfFailed(_) => {
                 unreachable!("not a step: {op:?}")
             }
@@ -543,6 +580,9 @@ impl ReplyRace {
     /// `process_message_reply` once the whole reply is in: request code, then ack.
     fn process_message_reply(&self, s: &mut State, role: ThreadRole, payload: &[u8]) {
         let t = s.thread_mut(role);
+        if t.expect == Request::GetVringBase as u32 {
+            return self.get_vring_base_reply(s, role);
+        }
         let hdr = t.hdr.take().expect("a reply header was read");
         t.pc += 1; // past ReadPayload
         if hdr.request != t.expect {
@@ -566,6 +606,23 @@ impl ReplyRace {
         self.settle(s, role);
     }
 
+    /// `vhost_user_get_vring_base`'s checks once the reply is in: the
+    /// request code, then the size of a `vhost_vring_state`; no status word.
+    fn get_vring_base_reply(&self, s: &mut State, role: ThreadRole) {
+        let t = s.thread_mut(role);
+        let hdr = t.hdr.take().expect("a reply header was read");
+        t.pc += 1; // past ReadPayload
+        let expected = Request::GetVringBase as u32;
+        if hdr.request != expected {
+            t.call_failed = true;
+            t.pending_log = Some(QemuError::UnexpectedMsgType { expected, received: hdr.request });
+        } else if hdr.size as usize != wire::VRING_STATE_SIZE {
+            t.call_failed = true;
+            t.pending_log = Some(QemuError::BadMsgSize);
+        }
+        self.settle(s, role);
+    }
+
     /// The back-end handles the request at the head of the main socket.
     fn backend_handle(s: &mut State) {
         let hdr_bytes =
@@ -573,8 +630,20 @@ impl ReplyRace {
         let hdr = Header::from_bytes(&hdr_bytes.try_into().expect("12 bytes"));
         let len = 3 + (hdr.size as usize).div_ceil(4);
         let owner = s.to_backend[0].owner;
+        let first_payload_word = s.to_backend.get(3).map(|w| w.value);
         s.to_backend.drain(..len);
-        if hdr.need_reply() {
+        if hdr.request == Request::GetVringBase as u32 {
+            // Always answered, with the ring's state (index, base 0).
+            let vq = first_payload_word.unwrap_or(0);
+            let body = wire::vring_state_to_bytes(vq, 0);
+            let bytes = wire::encode(Header::reply(Request::GetVringBase, body.len()), &body);
+            let words = wire::to_words(&bytes);
+            s.to_frontend.extend(words.iter().enumerate().map(|(i, &value)| Word {
+                value,
+                owner,
+                start: i == 0,
+            }));
+        } else if hdr.need_reply() {
             // REPLY_ACK: IOTLB_MSG and POSTCOPY_END are both acknowledged with 0.
             let words = wire::to_words(&wire::ack_reply(hdr.request, 0));
             s.to_frontend.extend(words.iter().enumerate().map(|(i, &value)| Word {

@@ -87,6 +87,8 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
                 Op::ReplyMiss => "reply on back-end channel".into(),
                 Op::JoinFaultThread => "join fault thread".into(),
                 Op::ScheduleBh => "schedule postcopy cleanup BH".into(),
+                Op::AwaitQuit(_) => "QEMU quits: vhost_dev_stop".into(),
+                Op::WriteGetVringBase(vq) => format!("write GET_VRING_BASE vq {vq}"),
                 Op::ReadHeader | Op::ReadPayload | Op::AbortIfFailed(_) => format!("{op:?}"),
             }
         }
@@ -139,7 +141,9 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
                 .expect("12 bytes"),
             );
             let name = request_name(h.request);
-            if h.need_reply() {
+            if h.request == reference::wire::Request::GetVringBase as u32 {
+                format!("handle {name} from {}, reply ring state", last.to_backend[0].owner.name())
+            } else if h.need_reply() {
                 format!("handle {name} from {}, reply ack 0", last.to_backend[0].owner.name())
             } else {
                 format!("handle {name}")

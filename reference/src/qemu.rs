@@ -208,3 +208,88 @@ pub fn message_of(line: &str) -> Option<&str> {
     let at = line.find(&format!("{QEMU_PROGRAM}: "))?;
     Some(&line[at + QEMU_PROGRAM.len() + 2..])
 }
+
+/// A QMP connection (QEMU's JSON machine protocol on a Unix socket): one
+/// command at a time, events skipped.
+#[derive(Debug)]
+pub struct Qmp {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+/// A QMP command that failed, or a connection that did.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    /// The socket failed or timed out.
+    #[error("QMP: {0}")]
+    Io(#[from] std::io::Error),
+    /// QEMU answered with something that is not QMP.
+    #[error("QMP: unexpected answer {0}")]
+    Protocol(String),
+    /// QEMU refused the command.
+    #[error("QMP {command}: {desc}")]
+    Refused {
+        /// The command.
+        command: String,
+        /// QEMU's error description.
+        desc: String,
+    },
+}
+
+impl Qmp {
+    /// Connects to `path` (retrying until `timeout` while QEMU creates it),
+    /// reads the greeting and leaves capability negotiation.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => return Err(e.into()),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let writer = stream.try_clone()?;
+        let mut qmp = Qmp { reader: std::io::BufReader::new(stream), writer };
+        let greeting = qmp.read_message()?;
+        if greeting.get("QMP").is_none() {
+            return Err(QmpError::Protocol(greeting.to_string()));
+        }
+        qmp.execute("qmp_capabilities", None)?;
+        Ok(qmp)
+    }
+
+    fn read_message(&mut self) -> Result<serde_json::Value, QmpError> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(QmpError::Protocol("connection closed".into()));
+        }
+        serde_json::from_str(&line).map_err(|_| QmpError::Protocol(line.trim().to_string()))
+    }
+
+    /// Runs `command` with `arguments` and returns its `return` value.
+    pub fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, QmpError> {
+        use std::io::Write;
+        let mut msg = serde_json::json!({ "execute": command });
+        if let Some(a) = arguments {
+            msg["arguments"] = a;
+        }
+        writeln!(self.writer, "{msg}")?;
+        loop {
+            let m = self.read_message()?;
+            if let Some(r) = m.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = m.get("error") {
+                let desc = e.get("desc").and_then(|d| d.as_str()).unwrap_or("?").to_string();
+                return Err(QmpError::Refused { command: command.to_string(), desc });
+            }
+            // An asynchronous event: not the answer.
+        }
+    }
+}

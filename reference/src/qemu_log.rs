@@ -55,7 +55,19 @@ pub enum QemuError {
     IotlbUpdateFailed,
     /// `vhost_user_postcopy_end`: the reply to POSTCOPY_END failed.
     PostcopyEndFailed,
+    /// `vhost_user_get_vring_base`: the reply's size is not a
+    /// `vhost_vring_state`'s 8 bytes.
+    BadMsgSize,
+    /// `vhost_virtqueue_stop` at device stop: GET_VRING_BASE failed (always
+    /// with -EPROTO, 71, on the read paths modelled here).
+    RingRestoreFailed {
+        /// The virtqueue index within the device.
+        vq: u32,
+    },
 }
+
+/// `EPROTO`: what every failed reply check of QEMU's read path returns.
+pub const EPROTO: i32 = 71;
 
 impl QemuError {
     /// The QEMU function that logs it.
@@ -70,6 +82,8 @@ impl QemuError {
             QemuError::UnexpectedMsgType { .. } => "process_message_reply",
             QemuError::IotlbUpdateFailed => "vhost_device_iotlb_miss",
             QemuError::PostcopyEndFailed => "vhost_user_postcopy_end",
+            QemuError::BadMsgSize => "vhost_user_get_vring_base",
+            QemuError::RingRestoreFailed { .. } => "vhost_virtqueue_stop",
         }
     }
 
@@ -83,6 +97,8 @@ impl QemuError {
             QemuError::UnexpectedMsgType { .. } => "unexpected-msg-type",
             QemuError::IotlbUpdateFailed => "iotlb-update-failed",
             QemuError::PostcopyEndFailed => "postcopy-end-failed",
+            QemuError::BadMsgSize => "bad-msg-size",
+            QemuError::RingRestoreFailed { .. } => "ring-restore-failed",
         }
     }
 
@@ -125,9 +141,16 @@ impl QemuError {
                 received: received.parse().ok()?,
             });
         }
+        if let Some(rest) = msg.strip_prefix("vhost VQ ") {
+            let (vq, tail) = rest.split_once(" ring restore failed: ")?;
+            let proto = format!("-{EPROTO}: Protocol error ({EPROTO})");
+            return (tail == proto)
+                .then_some(QemuError::RingRestoreFailed { vq: vq.parse().ok()? });
+        }
         match msg {
             "Fail to update device iotlb" => Some(QemuError::IotlbUpdateFailed),
             "Failed to receive reply to postcopy_end" => Some(QemuError::PostcopyEndFailed),
+            "Received bad msg size." => Some(QemuError::BadMsgSize),
             _ => None,
         }
     }
@@ -157,6 +180,12 @@ impl fmt::Display for QemuError {
             }
             QemuError::IotlbUpdateFailed => write!(f, "Fail to update device iotlb"),
             QemuError::PostcopyEndFailed => write!(f, "Failed to receive reply to postcopy_end"),
+            QemuError::BadMsgSize => write!(f, "Received bad msg size."),
+            // VHOST_OPS_DEBUG: the message, then ": %s (%d)" with strerror.
+            QemuError::RingRestoreFailed { vq } => write!(
+                f,
+                "vhost VQ {vq} ring restore failed: -{EPROTO}: Protocol error ({EPROTO})"
+            ),
         }
     }
 }
@@ -203,6 +232,75 @@ impl LogLine {
             return None;
         }
         Some(LogLine { ids, error })
+    }
+}
+
+/// How each modelled message begins: where a torn line is cut.
+const MESSAGE_STARTS: [&str; 6] = [
+    "Failed to read msg ",
+    "Received unexpected msg type.",
+    "Fail to update device iotlb",
+    "Failed to receive reply to postcopy_end",
+    "Received bad msg size.",
+    "vhost VQ ",
+];
+
+/// Whether `s` starts with an ISO 8601 timestamp as `-msg timestamp=on`
+/// prints it (`2026-11-28T08:17:39.487322Z`), and its length.
+fn timestamp_len(s: &[u8]) -> Option<usize> {
+    let shape = b"dddd-dd-ddTdd:dd:dd";
+    if s.len() < shape.len() {
+        return None;
+    }
+    let fits =
+        shape.iter().zip(s).all(|(&p, &c)| if p == b'd' { c.is_ascii_digit() } else { c == p });
+    if !fits {
+        return None;
+    }
+    let rest = &s[shape.len()..];
+    let frac = rest.iter().skip(1).take_while(|c| c.is_ascii_digit()).count();
+    let mut n = shape.len();
+    if rest.first() == Some(&b'.') {
+        n += 1 + frac;
+    }
+    if s.get(n) == Some(&b'Z') {
+        n += 1;
+    }
+    Some(n)
+}
+
+impl LogLine {
+    /// The modelled messages in a line that concurrent threads tore: two
+    /// timestamps or program prefixes on one line, two messages glued
+    /// together, a QEMU trace event in front of a message. The line is cut
+    /// at every timestamp, program prefix and message start, and each piece
+    /// is parsed alone (a piece keeps no `function: pid,tid:` part). A line
+    /// [`LogLine::parse`] reads whole is returned as that one line.
+    pub fn parse_torn(line: &str) -> Vec<LogLine> {
+        if let Some(l) = LogLine::parse(line) {
+            return vec![l];
+        }
+        let bytes = line.as_bytes();
+        let mut cuts = vec![0, line.len()];
+        for (i, _) in line.char_indices() {
+            let rest = &line[i..];
+            if MESSAGE_STARTS.iter().any(|m| rest.starts_with(m)) {
+                cuts.push(i);
+            } else if let Some(n) = timestamp_len(&bytes[i..]) {
+                cuts.extend([i, i + n]);
+            } else if rest.starts_with("qemu-kvm:") || rest.starts_with("qemu-system-") {
+                cuts.push(i);
+                if let Some(c) = rest.find(':') {
+                    cuts.push(i + c + 1);
+                }
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.windows(2)
+            .filter_map(|w| LogLine::parse(&line[w[0]..w[1]]))
+            .map(|l| LogLine { ids: None, ..l })
+            .collect()
     }
 }
 
@@ -277,12 +375,66 @@ qemu-kvm: vhost_user_postcopy_end: 4100,4133: Failed to receive reply to postcop
             QemuError::UnexpectedMsgType { expected: 30, received: 22 },
             QemuError::IotlbUpdateFailed,
             QemuError::PostcopyEndFailed,
+            QemuError::BadMsgSize,
+            QemuError::RingRestoreFailed { vq: 1 },
         ];
         for e in all {
             assert_eq!(QemuError::parse_message(&e.to_string()), Some(e), "{e}");
             let line = LogLine::from_thread(4133, e);
             assert_eq!(LogLine::parse(&line.to_string()), Some(line));
         }
+    }
+
+    /// Device stop's lines, as QEMU 7.2 printed them after a misframed race.
+    #[test]
+    fn device_stop_lines_are_qemus() {
+        let got = LogLine::parse(
+            "2026-11-28T08:16:01.123456Z qemu-system-x86_64: vhost VQ 0 ring restore failed: -71: Protocol error (71)",
+        );
+        assert_eq!(got.map(|l| l.error), Some(QemuError::RingRestoreFailed { vq: 0 }));
+        assert_eq!(
+            LogLine::parse(
+                "qemu-system-x86_64: vhost VQ 0 ring restore failed: -5: Input/output error (5)"
+            ),
+            None,
+            "an EOF is not a failure the model makes"
+        );
+    }
+
+    /// Lines torn by two threads printing at once, as `-msg timestamp=on`
+    /// and `-trace` make them.
+    #[test]
+    fn torn_lines_give_every_message_in_them() {
+        use QemuError::*;
+        let cases: [(&str, Vec<QemuError>); 5] = [
+            (
+                "2026-11-28T08:17:39.487322Z 2026-11-28T08:17:39.487331Z qemu-system-x86_64: qemu-system-x86_64: Fail to update device iotlb",
+                vec![IotlbUpdateFailed],
+            ),
+            (
+                "2026-11-28T08:17:39.487322Z qemu-system-x86_64: Fail to update device iotlbFailed to receive reply to postcopy_end",
+                vec![IotlbUpdateFailed, PostcopyEndFailed],
+            ),
+            (
+                "qemu-system-x86_64: Received unexpected msg type. Expected 22 received 302026-11-28T08:17:39.5Z qemu-system-x86_64: Received unexpected msg type. Expected 30 received 22",
+                vec![
+                    UnexpectedMsgType { expected: 22, received: 30 },
+                    UnexpectedMsgType { expected: 30, received: 22 },
+                ],
+            ),
+            (
+                "1234@1764317859.487322:vhost_user_postcopy_end_entry Failed to read msg header. Flags 0x0 instead of 0x5.",
+                vec![ReadHeaderFlags { flags: 0 }],
+            ),
+            ("2026-11-28T08:17:39.487322Z qemu-system-x86_64: ", vec![]),
+        ];
+        for (line, want) in cases {
+            let got: Vec<QemuError> = LogLine::parse_torn(line).iter().map(|l| l.error).collect();
+            assert_eq!(got, want, "{line}");
+        }
+        // A whole line keeps its thread ids.
+        let whole = "qemu-kvm: process_message_reply: 4100,4133: Received unexpected msg type. Expected 30 received 22";
+        assert_eq!(LogLine::parse_torn(whole)[0].ids, Some((4100, 4133)));
     }
 
     #[test]

@@ -199,6 +199,11 @@ pub struct Scenario {
     /// Whether a socket read may return fewer bytes than asked, so that
     /// `read_all` loops (off: each read returns all it asked for at once).
     pub short_reads: bool,
+    /// Whether the device is stopped at the end (QEMU quitting): once every
+    /// other thread is done, the main thread sends GET_VRING_BASE per
+    /// virtqueue under the BQL and reads each reply.
+    #[serde(default)]
+    pub device_stop: bool,
 }
 
 impl Default for Scenario {
@@ -213,6 +218,7 @@ impl Default for Scenario {
             backend_misses: 1,
             miss_need_reply: false,
             short_reads: false,
+            device_stop: false,
         }
     }
 }

@@ -49,27 +49,37 @@ use crate::scenario::Scenario;
 use crate::transport::{read_all, Transport, TransportError, UnixTransport};
 use crate::wire::{
     self, Header, IotlbMsg, IotlbPerm, IotlbType, MemoryRegion, Request, VringAddr, WireError,
-    HEADER_SIZE, PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_MQ, PROTOCOL_F_PAGEFAULT, PROTOCOL_F_REPLY_ACK,
-    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IOMMU_PLATFORM, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ,
-    VRING_IDX_MASK, VRING_NOFD_MASK,
+    HEADER_SIZE, PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_LOG_SHMFD, PROTOCOL_F_MQ, PROTOCOL_F_PAGEFAULT,
+    PROTOCOL_F_REPLY_ACK, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IOMMU_PLATFORM,
+    VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VRING_IDX_MASK, VRING_NOFD_MASK,
 };
 
 pub mod plan;
+pub mod postcopy;
 pub mod trace;
 
 pub use plan::ReplyPlan;
+pub use postcopy::FaultInjection;
 use trace::{Direction, TraceEvent};
 
 /// The virtio features this back-end offers: the ones that make QEMU take
 /// the IOMMU path (VERSION_1, PROTOCOL_FEATURES, ACCESS_PLATFORM) and
-/// virtio-net's MQ, so that QEMU may ask for several queue pairs.
-pub const BACKEND_FEATURES: u64 =
-    VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_F_IOMMU_PLATFORM | VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MQ;
+/// virtio-net's MQ, so that QEMU may ask for several queue pairs, and
+/// LOG_ALL, without which QEMU refuses to migrate ("vhost lacks
+/// VHOST_F_LOG_ALL feature").
+pub const BACKEND_FEATURES: u64 = VHOST_USER_F_PROTOCOL_FEATURES
+    | VIRTIO_F_IOMMU_PLATFORM
+    | VIRTIO_F_VERSION_1
+    | VIRTIO_NET_F_MQ
+    | VHOST_F_LOG_ALL;
 /// The protocol features this back-end offers. QEMU refuses an IOMMU device
 /// without REPLY_ACK and BACKEND_REQ; PAGEFAULT is postcopy; MQ makes QEMU
-/// ask GET_QUEUE_NUM.
-pub const BACKEND_PROTOCOL_FEATURES: u64 =
-    PROTOCOL_F_REPLY_ACK | PROTOCOL_F_BACKEND_REQ | PROTOCOL_F_PAGEFAULT | PROTOCOL_F_MQ;
+/// ask GET_QUEUE_NUM; LOG_SHMFD passes the dirty log as shared memory.
+pub const BACKEND_PROTOCOL_FEATURES: u64 = PROTOCOL_F_REPLY_ACK
+    | PROTOCOL_F_BACKEND_REQ
+    | PROTOCOL_F_PAGEFAULT
+    | PROTOCOL_F_MQ
+    | PROTOCOL_F_LOG_SHMFD;
 /// Queue pairs announced by GET_QUEUE_NUM unless set otherwise.
 pub const DEFAULT_MAX_QUEUE_PAIRS: u64 = 16;
 
@@ -237,7 +247,7 @@ pub struct Backend<T: Transport> {
     regions: Vec<MemoryRegion>,
     memory: Option<GuestMemoryMmap>,
     vrings: BTreeMap<u32, Vring>,
-    log: Option<OwnedFd>,
+    log: Option<MmapRegion>,
     iotlb: Iotlb,
     listening: bool,
     postcopy_ended: bool,
@@ -247,6 +257,10 @@ pub struct Backend<T: Transport> {
     plan: ReplyPlan,
     iotlb_need_reply_seen: usize,
     trace: Option<(Box<dyn Write + Send>, Instant, u32)>,
+    real_userfaultfd: bool,
+    faults: FaultInjection,
+    held: Option<Vec<u8>>,
+    mem_table_ack_pending: bool,
 }
 
 impl<T: Transport> std::fmt::Debug for Backend<T> {
@@ -284,7 +298,22 @@ impl<T: Transport> Backend<T> {
             plan: ReplyPlan::default(),
             iotlb_need_reply_seen: 0,
             trace: None,
+            real_userfaultfd: false,
+            faults: FaultInjection::default(),
+            held: None,
+            mem_table_ack_pending: false,
         }
+    }
+
+    /// Answers POSTCOPY_ADVISE with a real userfaultfd (QEMU's binary needs
+    /// one) instead of a memfd standing in for it (which needs no privilege).
+    pub fn set_real_userfaultfd(&mut self, on: bool) {
+        self.real_userfaultfd = on;
+    }
+
+    /// Turns fault injection on (see [`FaultInjection`]).
+    pub fn set_fault_injection(&mut self, f: FaultInjection) {
+        self.faults = f;
     }
 
     /// Writes one [`TraceEvent`] line per request received and reply sent to
@@ -567,6 +596,11 @@ impl<T: Transport> Backend<T> {
                 }
                 self.ack(&h, 0)
             }
+            Request::SetMemTable if self.mem_table_ack_pending && payload.len() == 8 => {
+                // The front-end's ack of the postcopy reply below: no answer.
+                self.mem_table_ack_pending = false;
+                Ok(())
+            }
             Request::SetMemTable => {
                 let regions = MemoryRegion::table_from_bytes(payload)?;
                 if self.cfg.map_memory {
@@ -586,6 +620,9 @@ impl<T: Transport> Backend<T> {
                     });
                 }
                 self.regions = regions;
+                if self.listening && self.memory.is_some() {
+                    return self.reply_postcopy_mem_table(&h);
+                }
                 self.ack(&h, 0)
             }
             Request::SetLogBase => {
@@ -599,7 +636,13 @@ impl<T: Transport> Backend<T> {
                         takes: 1,
                     });
                 }
-                self.log = fds.pop();
+                if let Some(fd) = fds.pop() {
+                    let size = wire::u64_from_bytes(&payload[..8])?;
+                    let offset = wire::u64_from_bytes(&payload[8..])?;
+                    let log = postcopy::map_log(fd, size, offset)
+                        .map_err(|e| BackendError::Memory(format!("dirty log: {e}")))?;
+                    self.log = Some(log);
+                }
                 self.reply_u64(&h, 0)
             }
             Request::SetVringNum | Request::SetVringBase => {
@@ -654,6 +697,22 @@ impl<T: Transport> Backend<T> {
             Request::IotlbMsg => {
                 let m = IotlbMsg::from_bytes(payload)?;
                 let applied = self.iotlb.apply(&m).is_ok();
+                if !self.faults.iotlb_reply_delay.is_zero() {
+                    std::thread::sleep(self.faults.iotlb_reply_delay);
+                }
+                if h.need_reply()
+                    && self.faults.hold_first_iotlb_reply
+                    && self.iotlb_need_reply_seen == 0
+                    && !self.postcopy_ended
+                    && self.protocol_features & PROTOCOL_F_REPLY_ACK != 0
+                {
+                    self.iotlb_need_reply_seen += 1;
+                    self.iotlb_updates_acked += u64::from(applied);
+                    self.held = Some(wire::ack_reply(h.request, u64::from(!applied)));
+                    let note = Some("reply held until POSTCOPY_END".to_string());
+                    self.trace_event(Direction::Held, &h, 0, note);
+                    return Ok(());
+                }
                 if h.need_reply() {
                     let call = self.iotlb_need_reply_seen;
                     self.iotlb_need_reply_seen += 1;
@@ -677,12 +736,17 @@ impl<T: Transport> Backend<T> {
             }
             Request::PostcopyAdvise => {
                 expect_size(0)?;
-                // Stand-in for the userfaultfd (see the module doc).
-                let ufd = nix::sys::memfd::memfd_create(
-                    c"vhost-user-ufd",
-                    nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-                )
-                .map_err(|e| BackendError::Transport(std::io::Error::from(e).into()))?;
+                let ufd = if self.real_userfaultfd {
+                    postcopy::open_userfaultfd()
+                        .map_err(|e| BackendError::Memory(format!("userfaultfd: {e}")))?
+                } else {
+                    // Stand-in for the userfaultfd (see the module doc).
+                    nix::sys::memfd::memfd_create(
+                        c"vhost-user-ufd",
+                        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                    )
+                    .map_err(|e| BackendError::Transport(std::io::Error::from(e).into()))?
+                };
                 let bytes = wire::encode(Header::reply(h.request, 0), &[]);
                 self.send_reply(&h, &bytes, &[ufd.as_fd()], None)
             }
@@ -694,9 +758,34 @@ impl<T: Transport> Backend<T> {
             Request::PostcopyEnd => {
                 expect_size(0)?;
                 self.postcopy_ended = true;
+                if let Some(held) = self.held.take() {
+                    std::thread::sleep(postcopy::HELD_REPLY_PAUSE);
+                    let note = Some("held IOTLB reply released".to_string());
+                    let iotlb = Header::reply(Request::IotlbMsg, wire::ACK_PAYLOAD_SIZE);
+                    self.send_reply(&iotlb, &held, &[], note)?;
+                }
                 self.ack(&h, 0)
             }
         }
+    }
+
+    /// Answers SET_MEM_TABLE while postcopy listens, as the specification
+    /// asks: the same table with each region's `userspace_addr` replaced by
+    /// where this back-end mapped it (QEMU uses them to translate faults),
+    /// after which QEMU sends SET_MEM_TABLE again with a u64 0 as its ack.
+    fn reply_postcopy_mem_table(&mut self, h: &Header) -> Result<(), BackendError> {
+        let memory = self.memory.as_ref().expect("mapped");
+        let mut mapped = self.regions.clone();
+        for r in &mut mapped {
+            let region = memory
+                .find_region(GuestAddress(r.guest_phys_addr))
+                .ok_or(BackendError::Protocol("a region vanished from the mapping"))?;
+            r.userspace_addr = region.as_ptr() as u64;
+        }
+        let body = MemoryRegion::table_to_bytes(&mapped);
+        let bytes = wire::encode(Header::reply(h.request, body.len()), &body);
+        self.mem_table_ack_pending = true;
+        self.send_reply(h, &bytes, &[], Some("postcopy: our mapping addresses".into()))
     }
 
     /// Sends the plan's chunks for IOTLB call `call` instead of its ack, a

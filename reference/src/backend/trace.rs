@@ -23,6 +23,8 @@ pub enum Direction {
     /// What the back-end made of the request just received (an IOTLB
     /// update's guest physical address).
     Translated,
+    /// A reply it holds back (fault injection).
+    Held,
 }
 
 /// One traced message.

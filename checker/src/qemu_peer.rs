@@ -1,0 +1,97 @@
+//! The reference back-end as an in-process peer of a QEMU process: bound on
+//! a socket path in a work directory, serving the one connection QEMU makes,
+//! its trace readable while it runs. Used by `qemu-replay` and
+//! `qemu-migrate`.
+//!
+//! Leaves out: reconnects (QEMU connects once per run here) and the
+//! terminal-facing guarantees of `vhost-race backend` (the work directory
+//! is ours).
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use reference::backend::trace::{SharedTrace, TraceEvent};
+use reference::backend::{Backend, BackendConfig};
+use reference::transport::UnixTransport;
+use reference::wire::Request;
+
+/// A back-end thread serving one QEMU.
+pub struct BackendPeer {
+    thread: JoinHandle<Result<u64>>,
+    trace: SharedTrace,
+}
+
+impl BackendPeer {
+    /// Binds `socket` and serves the first front-end that connects within
+    /// `timeout`; `configure` sets the back-end up before it serves.
+    pub fn start(
+        socket: &Path,
+        timeout: Duration,
+        configure: impl FnOnce(&mut Backend<UnixTransport>) + Send + 'static,
+    ) -> Result<BackendPeer> {
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket)
+            .with_context(|| format!("cannot bind {}", socket.display()))?;
+        listener.set_nonblocking(true)?;
+        let trace = SharedTrace::default();
+        let t = trace.clone();
+        let deadline = Instant::now() + timeout;
+        let thread = std::thread::spawn(move || -> Result<u64> {
+            let stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() > deadline {
+                            bail!("QEMU never connected");
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            stream.set_nonblocking(false)?;
+            let mut b =
+                Backend::new(UnixTransport::from_stream(stream), None, BackendConfig::default());
+            b.set_trace(Box::new(t), Instant::now(), 1);
+            configure(&mut b);
+            b.serve()?;
+            Ok(b.requests_served())
+        });
+        Ok(BackendPeer { thread, trace })
+    }
+
+    /// The trace so far.
+    pub fn events(&self) -> Vec<TraceEvent> {
+        self.trace.events()
+    }
+
+    /// A handle on the trace that outlives [`BackendPeer::join`].
+    pub fn trace(&self) -> SharedTrace {
+        self.trace.clone()
+    }
+
+    /// How many requests of `r` it has received so far.
+    pub fn received(&self, r: Request) -> usize {
+        self.events().iter().filter(|e| e.received(r)).count()
+    }
+
+    /// Waits for the thread (QEMU has gone): requests served, or why it failed.
+    pub fn join(self) -> Result<u64> {
+        self.thread.join().map_err(|_| anyhow::anyhow!("back-end thread panicked"))?
+    }
+}
+
+/// Polls `done` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
