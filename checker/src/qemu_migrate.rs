@@ -28,7 +28,7 @@ use reference::wire::Request;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::qemu_peer::{wait_until, BackendPeer};
+use crate::qemu_peer::{catch_interrupts, interrupted, wait_until, BackendPeer};
 
 /// How long a QEMU may take to boot iPXE and start the device (TCG).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -267,6 +267,7 @@ fn explain_log(stderr: &str, variants: &[Variant]) -> Vec<(String, String)> {
 /// Runs the subcommand.
 pub fn run(args: QemuMigrateArgs) -> Result<ExitCode> {
     let qemu = QemuBinary::find()?;
+    catch_interrupts()?;
     let faults = FaultInjection {
         hold_first_iotlb_reply: args.hold_iotlb_reply,
         iotlb_reply_delay: Duration::from_millis(args.reply_delay_ms),
@@ -278,7 +279,12 @@ pub fn run(args: QemuMigrateArgs) -> Result<ExitCode> {
     let settle = Duration::from_secs_f64(args.settle_secs.clamp(0.0, 15.0));
     let mut runs = Vec::new();
     for run in 1..=args.runs {
-        let r = migrate_once(&qemu, &work.join(format!("run-{run}")), run, faults, settle)?;
+        let r = migrate_once(&qemu, &work.join(format!("run-{run}")), run, faults, settle);
+        if interrupted() {
+            eprintln!("interrupted during run {run}: its processes are stopped; the report covers the runs before it");
+            break;
+        }
+        let r = r?;
         eprintln!(
             "run {run}/{}: {} in {:.2} s, destination {}, {}",
             args.runs,
@@ -318,7 +324,7 @@ pub fn run(args: QemuMigrateArgs) -> Result<ExitCode> {
     } else {
         crate::cli::emit(&render(&report))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if interrupted() { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
 fn render(r: &Report) -> String {

@@ -9,6 +9,8 @@
 
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,25 @@ use reference::backend::trace::{SharedTrace, TraceEvent};
 use reference::backend::{Backend, BackendConfig};
 use reference::transport::UnixTransport;
 use reference::wire::Request;
+
+/// Set by SIGINT or SIGTERM once [`catch_interrupts`] ran.
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// From now on SIGINT and SIGTERM only set a flag: the QEMU commands then
+/// stop waiting, clean their processes and sockets up and report what they
+/// finished.
+pub fn catch_interrupts() -> Result<()> {
+    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(flag)).context("cannot catch signals")?;
+    }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM came.
+pub fn interrupted() -> bool {
+    INTERRUPTED.get().is_some_and(|f| f.load(Ordering::SeqCst))
+}
 
 /// A back-end thread serving one QEMU.
 pub struct BackendPeer {
@@ -44,6 +65,9 @@ impl BackendPeer {
                 match listener.accept() {
                     Ok((s, _)) => break s,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if interrupted() {
+                            bail!("interrupted");
+                        }
                         if Instant::now() > deadline {
                             bail!("QEMU never connected");
                         }
@@ -84,10 +108,11 @@ impl BackendPeer {
     }
 }
 
-/// Polls `done` every 20 ms until it holds or `timeout` passes.
+/// Polls `done` every 20 ms until it holds, `timeout` passes or a signal
+/// interrupts.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !interrupted() {
         if done() {
             return true;
         }

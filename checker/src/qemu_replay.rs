@@ -25,7 +25,7 @@ use reference::scenario::{Scenario, Variant};
 use reference::wire::Request;
 use serde::{Deserialize, Serialize};
 
-use crate::qemu_peer::{wait_until, BackendPeer};
+use crate::qemu_peer::{catch_interrupts, interrupted, wait_until, BackendPeer};
 
 /// IOTLB updates QEMU's device start sends with iPXE as the driver: one per
 /// virtqueue of the first queue pair (measured; `queues=2` changes nothing).
@@ -330,6 +330,7 @@ pub struct QemuReplayArgs {
 /// case replayed, 1 when it did not for some, 2 when nothing could run.
 pub fn run(args: QemuReplayArgs) -> Result<std::process::ExitCode> {
     let qemu = QemuBinary::find()?;
+    catch_interrupts()?;
     let cases = if args.files.is_empty() {
         let logs = args.logs.is_dir().then_some(args.logs.as_path());
         cases_in_scope(logs)?
@@ -352,6 +353,9 @@ pub fn run(args: QemuReplayArgs) -> Result<std::process::ExitCode> {
     }
     let all_agree = summary.agree == summary.replayed
         && summary.outcomes.iter().all(|(o, _)| o.verdict != "qemu-failed");
+    if interrupted() {
+        return Ok(std::process::ExitCode::from(130));
+    }
     Ok(if all_agree { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }
 
@@ -385,7 +389,12 @@ pub fn replay_all(qemu: &QemuBinary, cases: &[Case], work_root: &Path) -> Result
             n += 1;
             eprintln!("[{n}/{runs}] replaying {} on QEMU ...", first.label);
         }
-        let outcome = replay_case(qemu, first, &work_root.join(format!("case-{i}")))?;
+        let outcome = replay_case(qemu, first, &work_root.join(format!("case-{i}")));
+        if interrupted() {
+            eprintln!("interrupted: the summary covers the replays before it");
+            break;
+        }
+        let outcome = outcome?;
         match outcome.verdict {
             "skipped" => summary.skipped += members.len(),
             "agree" => {

@@ -133,15 +133,24 @@ impl QemuBinary {
         a
     }
 
-    /// Starts QEMU with `args`, its standard error to `stderr_file`.
+    /// Starts QEMU with `args`, its standard error to `stderr_file`. QEMU is
+    /// killed if the thread that started it dies first (no orphan QEMU after
+    /// a Ctrl-C or a failed test).
     pub fn spawn(&self, args: &[String], stderr_file: &Path) -> std::io::Result<QemuProcess> {
+        use std::os::unix::process::CommandExt;
         let err = std::fs::File::create(stderr_file)?;
-        let child = Command::new(&self.path)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()?;
+        let mut cmd = Command::new(&self.path);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        // SAFETY: between fork and exec only prctl(2) runs, which is
+        // async-signal-safe and touches no memory of the parent. QEMU then
+        // dies with the thread that started it, even if that is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn()?;
         Ok(QemuProcess { child: Some(child), stderr_file: stderr_file.to_path_buf() })
     }
 }
