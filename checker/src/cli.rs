@@ -86,6 +86,9 @@ enum Command {
     /// vhost-user-net device on a reference back-end, and explain the
     /// destination's logs.
     QemuMigrate(crate::qemu_migrate::QemuMigrateArgs),
+    /// The model's --miss-need-reply on QEMU's binary: a back-end miss during
+    /// device start, and whether QEMU hangs.
+    QemuMiss(crate::qemu_miss::QemuMissArgs),
     /// Find the interleaving (and variant) that produces a QEMU log, or rule variants out.
     Explain(crate::explain::ExplainArgs),
     /// Serve stateright's Explorer web UI on a loopback address.
@@ -266,6 +269,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Backend(args)) => return crate::backend_cmd::run(args),
         Some(Command::QemuReplay(args)) => return crate::qemu_replay::run(args),
         Some(Command::QemuMigrate(args)) => return crate::qemu_migrate::run(args),
+        Some(Command::QemuMiss(args)) => return crate::qemu_miss::run(args),
         Some(Command::Explain(args)) => return crate::explain::run(args, json),
         Some(Command::Explore { variant, addr, scenario }) => {
             if !addr.ip().is_loopback() {

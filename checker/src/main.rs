@@ -10,6 +10,7 @@ mod cli;
 mod explain;
 mod output;
 mod qemu_migrate;
+mod qemu_miss;
 mod qemu_peer;
 mod qemu_replay;
 

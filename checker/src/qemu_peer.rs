@@ -53,6 +53,16 @@ impl BackendPeer {
         timeout: Duration,
         configure: impl FnOnce(&mut Backend<UnixTransport>) + Send + 'static,
     ) -> Result<BackendPeer> {
+        Self::start_with(socket, timeout, BackendConfig::default(), configure)
+    }
+
+    /// [`BackendPeer::start`] with a back-end configuration of its own.
+    pub fn start_with(
+        socket: &Path,
+        timeout: Duration,
+        cfg: BackendConfig,
+        configure: impl FnOnce(&mut Backend<UnixTransport>) + Send + 'static,
+    ) -> Result<BackendPeer> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)
             .with_context(|| format!("cannot bind {}", socket.display()))?;
@@ -77,8 +87,7 @@ impl BackendPeer {
                 }
             };
             stream.set_nonblocking(false)?;
-            let mut b =
-                Backend::new(UnixTransport::from_stream(stream), None, BackendConfig::default());
+            let mut b = Backend::new(UnixTransport::from_stream(stream), None, cfg);
             b.set_trace(Box::new(t), Instant::now(), 1);
             configure(&mut b);
             b.serve()?;

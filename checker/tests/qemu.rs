@@ -328,3 +328,30 @@ fn real_postcopy_migrations_show_the_race_and_explain_rules_out_the_mutex() {
         assert_eq!(answers["mutex"], "not explainable", "{s}");
     }
 }
+
+/// The model's `--miss-need-reply` deadlock on QEMU: a back-end miss with
+/// NEED_REPLY during device start hangs QEMU (QMP silent, the miss never
+/// answered), as the model says; without NEED_REPLY QEMU answers it.
+#[test]
+fn a_miss_with_need_reply_during_device_start_hangs_qemu_as_the_model_says() {
+    let Some(_) =
+        qemu_or_skip("a_miss_with_need_reply_during_device_start_hangs_qemu_as_the_model_says")
+    else {
+        return;
+    };
+    for (need_reply, hang) in [(false, false), (true, true)] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["qemu-miss", "--json", "--timeout-secs", "3"]);
+        if need_reply {
+            cmd.arg("--need-reply");
+        }
+        let out = cmd.output().expect("run qemu-miss");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(r["model_deadlocks"], hang, "{r}");
+        assert_eq!(r["qemu_verdict"], if hang { "hang" } else { "no hang" }, "{r}");
+        assert_eq!(r["miss_answered"], !hang, "{r}");
+        assert_eq!(r["qmp_answered"], !hang, "{r}");
+    }
+}

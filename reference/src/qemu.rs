@@ -268,6 +268,12 @@ impl Qmp {
         Ok(qmp)
     }
 
+    /// How long to wait for an answer (30 s unless set).
+    pub fn set_timeout(&mut self, d: Duration) -> Result<(), QmpError> {
+        self.writer.set_read_timeout(Some(d))?;
+        Ok(())
+    }
+
     fn read_message(&mut self) -> Result<serde_json::Value, QmpError> {
         use std::io::BufRead;
         let mut line = String::new();

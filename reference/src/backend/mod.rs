@@ -261,6 +261,8 @@ pub struct Backend<T: Transport> {
     faults: FaultInjection,
     held: Option<Vec<u8>>,
     mem_table_ack_pending: bool,
+    misses_from_device_start: bool,
+    misses_armed: bool,
 }
 
 impl<T: Transport> std::fmt::Debug for Backend<T> {
@@ -302,7 +304,16 @@ impl<T: Transport> Backend<T> {
             faults: FaultInjection::default(),
             held: None,
             mem_table_ack_pending: false,
+            misses_from_device_start: false,
+            misses_armed: false,
         }
+    }
+
+    /// Sends the configured misses once device start's first IOTLB update
+    /// has been answered, instead of after POSTCOPY_LISTEN: the model's
+    /// `--miss-need-reply` scenario on a QEMU that is not migrating.
+    pub fn set_misses_from_device_start(&mut self, on: bool) {
+        self.misses_from_device_start = on;
     }
 
     /// Answers POSTCOPY_ADVISE with a real userfaultfd (QEMU's binary needs
@@ -395,6 +406,14 @@ impl<T: Transport> Backend<T> {
         }
     }
 
+    fn trace_channel_event(&mut self, dir: Direction, h: &Header, note: String) {
+        if let Some((out, epoch, conn)) = &mut self.trace {
+            let mut ev = TraceEvent::new(epoch.elapsed(), *conn, dir, h, 0, Some(note));
+            ev.request = wire::BackendRequest::IotlbMsg.c_name().to_string();
+            let _ = ev.write_line(out.as_mut());
+        }
+    }
+
     /// Sends `bytes` on the main socket and traces it as the reply to `h`.
     fn send_reply(
         &mut self,
@@ -480,7 +499,7 @@ impl<T: Transport> Backend<T> {
     }
 
     fn send_pending_miss(&mut self) -> Result<(), BackendError> {
-        while self.listening && self.misses_sent < self.cfg.misses {
+        while (self.listening || self.misses_armed) && self.misses_sent < self.cfg.misses {
             let miss = Scenario::backend_miss(self.misses_sent);
             self.misses_sent += 1;
             if self.iotlb.translate(miss.iova, 1, miss.perm).is_some() {
@@ -490,7 +509,15 @@ impl<T: Transport> Backend<T> {
                 return Err(BackendError::Protocol("miss to send but no back-end channel"));
             };
             chan.send(&wire::backend_iotlb_miss(&miss, self.cfg.miss_need_reply), &[])?;
+            let sent = Header::request(
+                wire::BackendRequest::IotlbMsg,
+                wire::IOTLB_PAYLOAD_SIZE,
+                self.cfg.miss_need_reply,
+            );
+            let note = format!("back-end channel: miss iova {:#x}", miss.iova);
+            self.trace_channel_event(Direction::Sent, &sent, note);
             if self.cfg.miss_need_reply {
+                let chan = self.channel.as_ref().expect("checked above");
                 let mut b = [0u8; wire::ACK_REPLY_SIZE];
                 let mut fds = Vec::new();
                 let n = read_all(chan.as_ref(), &mut b, &mut fds)?;
@@ -506,6 +533,9 @@ impl<T: Transport> Backend<T> {
                 if h.request != wire::BackendRequest::IotlbMsg as u32 || h.size != 8 {
                     return Err(BackendError::Protocol("bad reply on the back-end channel"));
                 }
+                let status = wire::u64_from_bytes(&b[HEADER_SIZE..])?;
+                let note = format!("back-end channel: answer to the miss, status {status}");
+                self.trace_channel_event(Direction::Received, &h, note);
             }
             return Ok(());
         }
@@ -724,6 +754,7 @@ impl<T: Transport> Backend<T> {
                 if applied {
                     self.iotlb_updates_acked += u64::from(h.need_reply());
                 }
+                self.misses_armed |= self.misses_from_device_start;
                 if m.kind == IotlbType::Update {
                     // Where the update points in the mapped guest memory, for
                     // the trace: QEMU's used-ring updates must land in RAM.
