@@ -54,6 +54,14 @@ pub trait Transport: Send + Sync {
     /// Shuts both directions down: blocked and later reads on either end
     /// return end of stream, later sends fail.
     fn shutdown(&self);
+
+    /// Waits up to `timeout` for bytes (or end of stream) to read; `false`
+    /// when the time ran out. Transports that cannot wait with a bound say
+    /// `true` at once, and the next read blocks as before.
+    fn wait_readable(&self, timeout: std::time::Duration) -> Result<bool, TransportError> {
+        let _ = timeout;
+        Ok(true)
+    }
 }
 
 /// QEMU's `qemu_chr_fe_read_all`: reads until `buf` is full or the stream

@@ -259,7 +259,7 @@ pub struct Backend<T: Transport> {
     trace: Option<(Box<dyn Write + Send>, Instant, u32)>,
     real_userfaultfd: bool,
     faults: FaultInjection,
-    held: Option<Vec<u8>>,
+    held: Option<(Vec<u8>, Instant)>,
     mem_table_ack_pending: bool,
     misses_from_device_start: bool,
     misses_armed: bool,
@@ -367,6 +367,12 @@ impl<T: Transport> Backend<T> {
     fn serve_inner(&mut self) -> Result<(), BackendError> {
         loop {
             self.send_pending_miss()?;
+            if let Some((_, since)) = &self.held {
+                let left = postcopy::HOLD_LIMIT.saturating_sub(since.elapsed());
+                if left.is_zero() || !self.main.wait_readable(left)? {
+                    self.release_held("the hold's limit passed")?;
+                }
+            }
             let mut fds = Vec::new();
             let mut b = [0u8; HEADER_SIZE];
             let n = read_all(&self.main, &mut b, &mut fds)?;
@@ -738,7 +744,8 @@ impl<T: Transport> Backend<T> {
                 {
                     self.iotlb_need_reply_seen += 1;
                     self.iotlb_updates_acked += u64::from(applied);
-                    self.held = Some(wire::ack_reply(h.request, u64::from(!applied)));
+                    self.held =
+                        Some((wire::ack_reply(h.request, u64::from(!applied)), Instant::now()));
                     let note = Some("reply held until POSTCOPY_END".to_string());
                     self.trace_event(Direction::Held, &h, 0, note);
                     return Ok(());
@@ -789,15 +796,23 @@ impl<T: Transport> Backend<T> {
             Request::PostcopyEnd => {
                 expect_size(0)?;
                 self.postcopy_ended = true;
-                if let Some(held) = self.held.take() {
+                if self.held.is_some() {
                     std::thread::sleep(postcopy::HELD_REPLY_PAUSE);
-                    let note = Some("held IOTLB reply released".to_string());
-                    let iotlb = Header::reply(Request::IotlbMsg, wire::ACK_PAYLOAD_SIZE);
-                    self.send_reply(&iotlb, &held, &[], note)?;
+                    self.release_held("POSTCOPY_END arrived")?;
                 }
                 self.ack(&h, 0)
             }
         }
+    }
+
+    /// Sends the held IOTLB reply.
+    fn release_held(&mut self, why: &str) -> Result<(), BackendError> {
+        if let Some((held, _)) = self.held.take() {
+            let note = Some(format!("held IOTLB reply released: {why}"));
+            let iotlb = Header::reply(Request::IotlbMsg, wire::ACK_PAYLOAD_SIZE);
+            self.send_reply(&iotlb, &held, &[], note)?;
+        }
+        Ok(())
     }
 
     /// Answers SET_MEM_TABLE while postcopy listens, as the specification
@@ -1153,5 +1168,69 @@ mod tests {
             (trace::Direction::Sent, 1, 5, 8)
         );
         assert_eq!((ev[2].request.as_str(), ev[2].code), ("unknown", 250));
+    }
+
+    #[test]
+    fn a_held_iotlb_reply_goes_out_when_postcopy_end_arrives_before_its_ack() {
+        let reply_ack = u64_request(Request::SetProtocolFeatures, PROTOCOL_F_REPLY_ACK, false);
+        let update = wire::iotlb_update_request(&Scenario::iotlb_update(0), true);
+        let faults = FaultInjection { hold_first_iotlb_reply: true, ..Default::default() };
+        let (got, _) = exchange(
+            vec![(reply_ack, vec![]), (update, vec![]), (wire::postcopy_end_request(), vec![])],
+            move |b| b.set_fault_injection(faults),
+        );
+        let mut want = wire::ack_reply(Request::IotlbMsg, 0);
+        want.extend(wire::ack_reply(Request::PostcopyEnd, 0));
+        assert_eq!(got, want, "the held IOTLB ack, then POSTCOPY_END's");
+    }
+
+    #[test]
+    fn a_held_iotlb_reply_goes_out_after_the_limit_without_postcopy_end() {
+        let (fe, be) = UnixTransport::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut b = Backend::new(be, None, BackendConfig::default());
+            b.set_fault_injection(FaultInjection {
+                hold_first_iotlb_reply: true,
+                ..Default::default()
+            });
+            b.serve()
+        });
+        fe.send(&u64_request(Request::SetProtocolFeatures, PROTOCOL_F_REPLY_ACK, false), &[])
+            .unwrap();
+        fe.send(&wire::iotlb_update_request(&Scenario::iotlb_update(0), true), &[]).unwrap();
+        // No POSTCOPY_END: a front-end that serialises would wait here.
+        let mut got = [0u8; wire::ACK_REPLY_SIZE];
+        assert_eq!(read_all(&fe, &mut got, &mut Vec::new()).unwrap(), got.len());
+        assert_eq!(&got[..], &wire::ack_reply(Request::IotlbMsg, 0)[..]);
+        fe.shutdown();
+        server.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn set_mem_table_while_postcopy_listens_is_answered_with_our_mapping() {
+        let ram = memfd();
+        let region = guest_ram_region();
+        let table = MemoryRegion::table_to_bytes(&[region]);
+        let msgs = vec![
+            (u64_request(Request::SetProtocolFeatures, PROTOCOL_F_REPLY_ACK, false), vec![]),
+            (wire::encode(Header::request(Request::PostcopyListen, 0, true), &[]), vec![]),
+            (
+                wire::encode(Header::request(Request::SetMemTable, table.len(), false), &table),
+                vec![OwnedFd::from(ram)],
+            ),
+            // QEMU's ack of our reply: a u64 0, answered with nothing.
+            (u64_request(Request::SetMemTable, 0, false), vec![]),
+            (wire::encode(Header::request(Request::SetOwner, 0, true), &[]), vec![]),
+        ];
+        let (got, b) = exchange(msgs, |_| {});
+        assert!(b.memory_mapped());
+        let listen_ack = wire::ack_reply(Request::PostcopyListen, 0);
+        assert_eq!(&got[..20], &listen_ack[..]);
+        let h = Header::from_bytes(got[20..32].try_into().unwrap());
+        assert_eq!((h.request, h.flags, h.size as usize), (5, 5, table.len()));
+        let replied = MemoryRegion::table_from_bytes(&got[32..32 + table.len()]).unwrap();
+        assert_eq!(replied[0].guest_phys_addr, region.guest_phys_addr);
+        assert_ne!(replied[0].userspace_addr, region.userspace_addr, "our own mapping address");
+        assert_eq!(&got[32 + table.len()..], &wire::ack_reply(Request::SetOwner, 0)[..]);
     }
 }

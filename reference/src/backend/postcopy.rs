@@ -69,7 +69,7 @@ pub struct FaultInjection {
     /// Hold the reply to the first IOTLB update with NEED_REPLY until
     /// POSTCOPY_END has arrived, then send it [`HELD_REPLY_PAUSE`] later,
     /// followed by POSTCOPY_END's own ack: device start and the listen
-    /// thread then both wait for a reply at once.
+    /// thread then both wait for a reply at once. At most [`HOLD_LIMIT`].
     pub hold_first_iotlb_reply: bool,
     /// Wait this long before answering every IOTLB update.
     pub iotlb_reply_delay: Duration,
@@ -77,6 +77,12 @@ pub struct FaultInjection {
 
 /// How long after POSTCOPY_END a held IOTLB reply goes out.
 pub const HELD_REPLY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The longest a reply is held: then it goes out without POSTCOPY_END. A
+/// front-end that serialises its request/reply pairs (the mutex variant)
+/// sends POSTCOPY_END only once the held reply has come, so without a limit
+/// the hold itself would hang it.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {

@@ -83,6 +83,19 @@ impl Transport for UnixTransport {
         Ok(())
     }
 
+    fn wait_readable(&self, timeout: std::time::Duration) -> Result<bool, TransportError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(n) => return Ok(n > 0),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(std::io::Error::from(e).into()),
+            }
+        }
+    }
+
     fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, TransportError> {
         let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
         loop {
