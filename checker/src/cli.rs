@@ -89,6 +89,9 @@ enum Command {
     /// The model's --miss-need-reply on QEMU's binary: a back-end miss during
     /// device start, and whether QEMU hangs.
     QemuMiss(crate::qemu_miss::QemuMissArgs),
+    /// The matrix held against QEMU binaries, one per variant: postcopy
+    /// races and the miss hang, beside the model's verdicts.
+    QemuMatrix(crate::qemu_matrix::QemuMatrixArgs),
     /// Find the interleaving (and variant) that produces a QEMU log, or rule variants out.
     Explain(crate::explain::ExplainArgs),
     /// Serve stateright's Explorer web UI on a loopback address.
@@ -270,6 +273,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::QemuReplay(args)) => return crate::qemu_replay::run(args),
         Some(Command::QemuMigrate(args)) => return crate::qemu_migrate::run(args),
         Some(Command::QemuMiss(args)) => return crate::qemu_miss::run(args),
+        Some(Command::QemuMatrix(args)) => return crate::qemu_matrix::run(args),
         Some(Command::Explain(args)) => return crate::explain::run(args, json),
         Some(Command::Explore { variant, addr, scenario }) => {
             if !addr.ip().is_loopback() {

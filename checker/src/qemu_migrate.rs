@@ -277,17 +277,47 @@ pub fn run(args: QemuMigrateArgs) -> Result<ExitCode> {
         None => std::env::temp_dir().join(format!("vhost-race-migrate-{}", std::process::id())),
     };
     let settle = Duration::from_secs_f64(args.settle_secs.clamp(0.0, 15.0));
+    let runs = migrations(&qemu, args.runs, faults, settle, &work);
+    if args.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let runs = runs?;
+    let variants: Vec<Variant> =
+        ["qemu-9.1", "mutex"].iter().map(|v| v.parse().expect("known variant")).collect();
+    let report = Report {
+        qemu: qemu.version.clone(),
+        hold_iotlb_reply: args.hold_iotlb_reply,
+        reply_delay_ms: args.reply_delay_ms,
+        sequences: sequences(&runs, &variants),
+        runs,
+    };
+    if args.json {
+        crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        crate::cli::emit(&render(&report))?;
+    }
+    Ok(if interrupted() { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// Runs `count` migrations with `qemu` in `work/run-N`, a progress line each
+/// on stderr; stops early (with the runs so far) on SIGINT or SIGTERM.
+pub fn migrations(
+    qemu: &QemuBinary,
+    count: u32,
+    faults: FaultInjection,
+    settle: Duration,
+    work: &Path,
+) -> Result<Vec<RunRecord>> {
     let mut runs = Vec::new();
-    for run in 1..=args.runs {
-        let r = migrate_once(&qemu, &work.join(format!("run-{run}")), run, faults, settle);
+    for run in 1..=count {
+        let r = migrate_once(qemu, &work.join(format!("run-{run}")), run, faults, settle);
         if interrupted() {
             eprintln!("interrupted during run {run}: its processes are stopped; the report covers the runs before it");
             break;
         }
         let r = r?;
         eprintln!(
-            "run {run}/{}: {} in {:.2} s, destination {}, {}",
-            args.runs,
+            "run {run}/{count}: {} in {:.2} s, destination {}, {}",
             r.status,
             r.migrate_secs,
             r.destination,
@@ -295,11 +325,11 @@ pub fn run(args: QemuMigrateArgs) -> Result<ExitCode> {
         );
         runs.push(r);
     }
-    if args.keep.is_none() {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    let variants: Vec<Variant> =
-        ["qemu-9.1", "mutex"].iter().map(|v| v.parse().expect("known variant")).collect();
+    Ok(runs)
+}
+
+/// The distinct destination logs with race lines, each explained with `variants`.
+pub fn sequences(runs: &[RunRecord], variants: &[Variant]) -> Vec<Sequence> {
     let mut sequences: Vec<Sequence> = Vec::new();
     for r in runs.iter().filter(|r| !r.race_lines.is_empty()) {
         match sequences.iter_mut().find(|s| s.lines == r.race_lines) {
@@ -308,23 +338,11 @@ pub fn run(args: QemuMigrateArgs) -> Result<ExitCode> {
                 lines: r.race_lines.clone(),
                 torn: torn(&r.destination_stderr),
                 runs: vec![r.run],
-                explain: explain_log(&r.destination_stderr, &variants),
+                explain: explain_log(&r.destination_stderr, variants),
             }),
         }
     }
-    let report = Report {
-        qemu: qemu.version.clone(),
-        hold_iotlb_reply: args.hold_iotlb_reply,
-        reply_delay_ms: args.reply_delay_ms,
-        runs,
-        sequences,
-    };
-    if args.json {
-        crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
-    } else {
-        crate::cli::emit(&render(&report))?;
-    }
-    Ok(if interrupted() { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    sequences
 }
 
 fn render(r: &Report) -> String {

@@ -81,22 +81,45 @@ pub struct MissReport {
 pub fn run(args: QemuMissArgs) -> Result<ExitCode> {
     let qemu = QemuBinary::find()?;
     catch_interrupts()?;
-    let scenario = Scenario {
-        postcopy_end: false,
-        backend_misses: 1,
-        miss_need_reply: args.need_reply,
-        ..Scenario::default()
-    };
-    let opts = CheckOptions { threads: 1, progress: false, max_states: Some(5_000_000) };
-    let v = verdict::check(args.variant, scenario, &opts);
-    let model_deadlocks = !v.property("no deadlock").expect("a property").holds;
-
     let dir = match &args.keep {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("vhost-race-miss-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&dir)?;
-    let cfg = BackendConfig { map_memory: true, misses: 1, miss_need_reply: args.need_reply };
+    let report = miss_run(&qemu, args.need_reply, args.timeout_secs, args.variant, &dir);
+    if args.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let report = report?;
+    if args.json {
+        crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        crate::cli::emit(&render(&report))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One QEMU whose back-end sends a miss once device start's first update
+/// is answered (`need_reply` as asked), in `dir`; QMP silent for
+/// `timeout_secs` with the miss unanswered is a hang. `variant` is the
+/// model's row to set beside it.
+pub fn miss_run(
+    qemu: &QemuBinary,
+    need_reply: bool,
+    timeout_secs: u64,
+    variant: Variant,
+    dir: &std::path::Path,
+) -> Result<MissReport> {
+    let scenario = Scenario {
+        postcopy_end: false,
+        backend_misses: 1,
+        miss_need_reply: need_reply,
+        ..Scenario::default()
+    };
+    let opts = CheckOptions { threads: 1, progress: false, max_states: Some(5_000_000) };
+    let v = verdict::check(variant, scenario, &opts);
+    let model_deadlocks = !v.property("no deadlock").expect("a property").holds;
+    std::fs::create_dir_all(dir)?;
+    let cfg = BackendConfig { map_memory: true, misses: 1, miss_need_reply: need_reply };
     let peer = BackendPeer::start_with(&dir.join("vhost.sock"), BOOT_TIMEOUT, cfg, |b| {
         b.set_misses_from_device_start(true);
     })?;
@@ -114,10 +137,10 @@ pub fn run(args: QemuMissArgs) -> Result<ExitCode> {
             bail!("QEMU never started its device: {}", proc.stderr());
         }
         let after_miss = Instant::now();
-        qmp.set_timeout(Duration::from_secs(args.timeout_secs))?;
+        qmp.set_timeout(Duration::from_secs(timeout_secs))?;
         let qmp_answered = qmp.execute("query-status", None).is_ok();
         // Give QEMU the rest of the timeout to answer the miss.
-        let rest = Duration::from_secs(args.timeout_secs).saturating_sub(after_miss.elapsed());
+        let rest = Duration::from_secs(timeout_secs).saturating_sub(after_miss.elapsed());
         let answered = |p: &BackendPeer| {
             p.events().iter().any(|e| {
                 (e.dir == Direction::Received && e.request.contains("BACKEND_IOTLB"))
@@ -141,7 +164,7 @@ pub fn run(args: QemuMissArgs) -> Result<ExitCode> {
             waits.push(format!(
                 "back-end: waits on the back-end channel for the answer to its miss ({} s so far), \
                  and does not read the main socket",
-                args.timeout_secs
+                timeout_secs
             ));
             waits.push(format!(
                 "device start (vCPU thread, BQL held): no reply comes to its next IOTLB update \
@@ -149,13 +172,13 @@ pub fn run(args: QemuMissArgs) -> Result<ExitCode> {
             ));
             waits.push(format!(
                 "main loop: needs the BQL to serve the back-end channel; QMP silent for {} s",
-                args.timeout_secs
+                timeout_secs
             ));
         }
         Ok(MissReport {
             qemu: qemu.version.clone(),
-            variant: args.variant.to_string(),
-            need_reply: args.need_reply,
+            variant: variant.to_string(),
+            need_reply: need_reply,
             model_deadlocks,
             miss_answered,
             device_start_updates_read,
@@ -168,16 +191,7 @@ pub fn run(args: QemuMissArgs) -> Result<ExitCode> {
     // follows after the grace period.
     proc.terminate(Duration::from_secs(2));
     let _ = peer.join();
-    if args.keep.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    let report = result?;
-    if args.json {
-        crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
-    } else {
-        crate::cli::emit(&render(&report))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    result
 }
 
 fn render(r: &MissReport) -> String {

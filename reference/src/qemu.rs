@@ -68,6 +68,13 @@ impl QemuBinary {
                 .find(|p| p.is_file())
                 .ok_or(QemuMissing::Binary)?,
         };
+        QemuBinary::at(&path)
+    }
+
+    /// The binary at `path` (e.g. one built with a variant's patch), checked
+    /// as [`QemuBinary::find`] checks it.
+    pub fn at(path: &Path) -> Result<QemuBinary, QemuMissing> {
+        let path = path.to_path_buf();
         let out = Command::new(&path)
             .arg("-version")
             .stdin(Stdio::null())

@@ -1,0 +1,199 @@
+//! `vhost-race qemu-matrix`: the matrix held against QEMU's binaries. For
+//! each variant, given as a QEMU binary that implements it (Debian's 7.2 is
+//! `qemu-9.1`; `qemu/build-variants.sh` builds the others from Debian's
+//! source with our patches), two scenarios QEMU can show, the model's
+//! verdict beside what the binary did:
+//!
+//! - postcopy: real migrations between two QEMUs with the destination's
+//!   first IOTLB reply held until POSTCOPY_END (`qemu-migrate
+//!   --hold-iotlb-reply`); the model on the same scenario (two virtqueues,
+//!   postcopy end, no back-end miss, device stop at quit) says "races" or
+//!   "safe";
+//! - a back-end miss with NEED_REPLY during device start (`qemu-miss
+//!   --need-reply`); the model says "deadlocks" or not.
+//!
+//! A cell agrees when QEMU raced in at least one migration exactly where
+//! the model says "races", and hung exactly where it says "deadlocks".
+//!
+//! Leaves out: building the binaries (the script does it), and the model's
+//! other scenario flags (QEMU cannot be made to run device start without
+//! the BQL from outside).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use model::verdict::{self, CheckOptions};
+use reference::backend::FaultInjection;
+use reference::qemu::QemuBinary;
+use reference::scenario::{Scenario, Variant};
+use serde::Serialize;
+
+use crate::qemu_peer::{catch_interrupts, interrupted};
+
+/// The `qemu-matrix` subcommand's flags.
+#[derive(Args, Debug)]
+pub struct QemuMatrixArgs {
+    /// A variant and the QEMU binary that implements it, as VARIANT=PATH
+    /// (repeatable); without any, the QEMU on PATH as qemu-9.1.
+    #[arg(long = "binary", value_name = "VARIANT=PATH")]
+    binaries: Vec<String>,
+    /// Migrations per variant.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Seconds QMP may stay silent before the miss run is called a hang.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=120))]
+    timeout_secs: u64,
+    /// Keep every run's files here.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One variant's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The variant.
+    pub variant: String,
+    /// The binary and its version line.
+    pub binary: String,
+    /// QEMU's `-version` line.
+    pub version: String,
+    /// The model on the postcopy scenario: `races` or `safe`.
+    pub model_postcopy: String,
+    /// Migrations that completed.
+    pub migrations: usize,
+    /// Of those, how many printed the race's lines.
+    pub raced: usize,
+    /// The model on the miss scenario: `deadlocks` or `no deadlock`.
+    pub model_miss: String,
+    /// QEMU on the miss scenario: `hang` or `no hang`.
+    pub qemu_miss: String,
+    /// Whether both cells agree with the model.
+    pub agree: bool,
+}
+
+fn parse_binary(s: &str) -> Result<(Variant, PathBuf)> {
+    let Some((v, p)) = s.split_once('=') else {
+        bail!("--binary {s}: expected VARIANT=PATH");
+    };
+    let variant: Variant = v.parse().map_err(|e| anyhow::anyhow!("--binary {s}: {e}"))?;
+    Ok((variant, PathBuf::from(p)))
+}
+
+/// The model's answer on the postcopy scenario QEMU runs.
+fn model_postcopy(variant: Variant) -> String {
+    let scenario = Scenario { backend_misses: 0, device_stop: true, ..Scenario::default() };
+    let opts = CheckOptions { threads: 1, progress: false, max_states: Some(5_000_000) };
+    let v = verdict::check(variant, scenario, &opts);
+    let races = [
+        "every reply reaches its requester",
+        "no header is read mid-message",
+        "no error is logged",
+    ]
+    .iter()
+    .any(|p| !v.property(p).expect("a property").holds);
+    if races { "races" } else { "safe" }.to_string()
+}
+
+/// Runs the subcommand: 0 when every cell agrees with the model, 1 when one
+/// does not (a finding to explain), 2 when nothing could run.
+pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
+    catch_interrupts()?;
+    let binaries: Vec<(Variant, PathBuf)> = if args.binaries.is_empty() {
+        let q = QemuBinary::find()?;
+        vec![("qemu-9.1".parse().map_err(|e| anyhow::anyhow!("{e}"))?, q.path)]
+    } else {
+        args.binaries.iter().map(|b| parse_binary(b)).collect::<Result<_>>()?
+    };
+    let work = match &args.keep {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("vhost-race-matrix-{}", std::process::id())),
+    };
+    let mut rows = Vec::new();
+    for (variant, path) in &binaries {
+        let qemu = QemuBinary::at(path).with_context(|| format!("{variant}"))?;
+        eprintln!("{variant}: {} ({})", path.display(), qemu.version);
+        let dir = work.join(variant.to_string());
+        let faults = FaultInjection { hold_first_iotlb_reply: true, ..Default::default() };
+        let runs = crate::qemu_migrate::migrations(
+            &qemu,
+            args.runs,
+            faults,
+            Duration::from_secs(1),
+            &dir.join("migrate"),
+        )?;
+        if interrupted() {
+            break;
+        }
+        let miss = crate::qemu_miss::miss_run(
+            &qemu,
+            true,
+            args.timeout_secs,
+            *variant,
+            &dir.join("miss"),
+        )?;
+        let model_postcopy = model_postcopy(*variant);
+        let raced = runs.iter().filter(|r| !r.race_lines.is_empty()).count();
+        let migrations = runs.iter().filter(|r| r.completed).count();
+        let model_miss = if miss.model_deadlocks { "deadlocks" } else { "no deadlock" }.to_string();
+        let agree = (model_postcopy == "races") == (raced > 0)
+            && miss.model_deadlocks == (miss.qemu_verdict == "hang");
+        rows.push(Row {
+            variant: variant.to_string(),
+            binary: path.display().to_string(),
+            version: qemu.version.clone(),
+            model_postcopy,
+            migrations,
+            raced,
+            model_miss,
+            qemu_miss: miss.qemu_verdict,
+            agree,
+        });
+    }
+    if args.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    if args.json {
+        crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+    } else {
+        crate::cli::emit(&render(&rows))?;
+    }
+    Ok(if interrupted() {
+        ExitCode::from(130)
+    } else if rows.iter().all(|r| r.agree) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn render(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<22} {:>16} {:>18} {:>14} {:>12} {:>6}",
+        "variant", "model: postcopy", "QEMU: raced", "model: miss", "QEMU: miss", "agree"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>16} {:>18} {:>14} {:>12} {:>6}",
+            r.variant,
+            r.model_postcopy,
+            format!("{} of {}", r.raced, r.migrations),
+            r.model_miss,
+            r.qemu_miss,
+            if r.agree { "yes" } else { "NO" }
+        );
+    }
+    for r in rows {
+        let _ = writeln!(out, "{}: {} ({})", r.variant, r.binary, r.version);
+    }
+    out
+}
