@@ -178,7 +178,7 @@ pub fn miss_run(
         Ok(MissReport {
             qemu: qemu.version.clone(),
             variant: variant.to_string(),
-            need_reply: need_reply,
+            need_reply,
             model_deadlocks,
             miss_answered,
             device_start_updates_read,
