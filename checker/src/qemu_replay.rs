@@ -185,18 +185,6 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
-fn hex_words(b: &[u8]) -> String {
-    let words: Vec<String> = b
-        .chunks(4)
-        .map(|c| {
-            let mut w = [0u8; 4];
-            w[..c.len()].copy_from_slice(c);
-            format!("{:x}", u32::from_le_bytes(w))
-        })
-        .collect();
-    format!("[{}]", words.join(" "))
-}
-
 /// Messages QEMU prints on its own way out that say nothing about vhost-user.
 fn is_shutdown_noise(msg: &str) -> bool {
     msg.starts_with("terminating on signal")
@@ -253,8 +241,12 @@ pub fn replay_case(qemu: &QemuBinary, case: &Case, work: &Path) -> Result<Outcom
             return Ok(out);
         }
     };
-    out.plan =
-        r.plan.iotlb_replies.iter().map(|c| c.iter().map(|b| hex_words(b)).collect()).collect();
+    out.plan = r
+        .plan
+        .iotlb_replies
+        .iter()
+        .map(|c| c.iter().map(|b| reference::wire::hex_words(b)).collect())
+        .collect();
     out.model_lines = r.lines.iter().map(QemuError::to_string).collect();
     if r.plan.iotlb_replies.len() > QEMU_IOTLB_CALLS {
         out.reason = Some(format!(

@@ -106,6 +106,6 @@ fn run_and_backend_refuse_bad_arguments() {
     assert_refused(&["run", "--variant", "mutex", "--iterations", "0"], "iterations");
     assert_refused(
         &["backend", "--socket", "/nonexistent-dir/x.sock"],
-        "back-end on /nonexistent-dir/x.sock",
+        "cannot bind /nonexistent-dir/x.sock: No such file or directory",
     );
 }

@@ -12,12 +12,15 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reference::backend::trace::{Direction, TraceEvent};
 use reference::qemu::{QemuBinary, QemuProcess};
 use reference::wire::{Request, PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_REPLY_ACK};
+
+mod common;
+use common::BackendProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-race");
 
@@ -40,35 +43,10 @@ fn workdir(name: &str) -> PathBuf {
     d
 }
 
-/// The back-end process; killed on drop if a test fails first.
-struct BackendProcess(Option<Child>);
-
-impl Drop for BackendProcess {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn start_backend(socket: &Path, trace: &Path, extra: &[&str]) -> BackendProcess {
-    let child = Command::new(BIN)
-        .args(["backend", "--once", "--socket"])
-        .arg(socket)
-        .arg("--trace")
-        .arg(trace)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the back-end");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "the back-end never bound its socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    BackendProcess(Some(child))
+    let mut args = vec!["--once", "--trace", trace.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    BackendProcess::spawn(socket, &args)
 }
 
 fn events(trace: &Path) -> Vec<TraceEvent> {

@@ -406,6 +406,20 @@ pub fn to_words(bytes: &[u8]) -> Vec<u32> {
     bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
 }
 
+/// Bytes as the model shows words: little-endian u32s in hex, `[16 5 8]`; a
+/// tail shorter than a word is zero-padded.
+pub fn hex_words(bytes: &[u8]) -> String {
+    let words: Vec<String> = bytes
+        .chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            format!("{:x}", u32::from_le_bytes(w))
+        })
+        .collect();
+    format!("[{}]", words.join(" "))
+}
+
 /// Words back to bytes, as a reader would see them.
 pub fn from_words(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()

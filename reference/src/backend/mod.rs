@@ -847,8 +847,10 @@ impl<T: Transport> Backend<T> {
                 std::thread::sleep(plan::CHUNK_PAUSE);
             }
             self.main.send(c, &[])?;
-            let note =
-                Some(format!("planned reply to IOTLB call {call}, chunk {i}: {}", hex_words(c)));
+            let note = Some(format!(
+                "planned reply to IOTLB call {call}, chunk {i}: {}",
+                wire::hex_words(c)
+            ));
             let shown = if c.len() >= HEADER_SIZE {
                 Header::from_bytes(c[..HEADER_SIZE].try_into().expect("12 bytes"))
             } else {
@@ -858,19 +860,6 @@ impl<T: Transport> Backend<T> {
         }
         Ok(())
     }
-}
-
-/// Bytes as the model shows words: little-endian u32s in hex.
-fn hex_words(b: &[u8]) -> String {
-    let words: Vec<String> = b
-        .chunks(4)
-        .map(|c| {
-            let mut w = [0u8; 4];
-            w[..c.len()].copy_from_slice(c);
-            format!("{:x}", u32::from_le_bytes(w))
-        })
-        .collect();
-    format!("[{}]", words.join(" "))
 }
 
 /// What a trace line says about a request beyond its header.
@@ -1141,26 +1130,15 @@ mod tests {
 
     #[test]
     fn the_trace_has_a_line_per_request_and_reply() {
-        #[derive(Clone, Default)]
-        struct Shared(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let out = Shared::default();
+        let out = trace::SharedTrace::default();
         let out2 = out.clone();
         let get = wire::encode(Header::request(Request::GetFeatures, 0, false), &[]);
         let unknown = wire::encode(Header { request: 250, flags: 0x1, size: 0 }, &[]);
         exchange(vec![(get, vec![]), (unknown, vec![])], move |b| {
             b.set_trace(Box::new(out2), Instant::now(), 3)
         });
-        let text = String::from_utf8(out.0.lock().clone()).unwrap();
-        let ev = trace::TraceEvent::parse_all(&text).unwrap();
+        let ev = out.events();
+        let text = format!("{ev:?}");
         assert_eq!(ev.len(), 3, "{text}");
         assert!(ev[0].received(Request::GetFeatures) && ev[0].conn == 3);
         assert_eq!(
