@@ -40,6 +40,14 @@ pub struct QemuMatrixArgs {
     /// (repeatable); without any, the QEMU on PATH as qemu-9.1.
     #[arg(long = "binary", value_name = "VARIANT=PATH")]
     binaries: Vec<String>,
+    /// Take every variant `qemu/build-variants.sh` built into this cache
+    /// (its `bin/<variant>-<patch hash>/` directories; the newest build of a
+    /// variant wins), e.g. /var/cache/vhost-race-qemu.
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// With --cache: only these variants (repeatable).
+    #[arg(long = "variant", value_name = "VARIANT")]
+    variants: Vec<Variant>,
     /// Migrations per variant.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
@@ -69,12 +77,42 @@ pub struct Row {
     pub migrations: usize,
     /// Of those, how many printed the race's lines.
     pub raced: usize,
+    /// Of those, in how many the held reply went out only at the hold's
+    /// limit: POSTCOPY_END did not come while device start waited.
+    pub serialised: usize,
     /// The model on the miss scenario: `deadlocks` or `no deadlock`.
     pub model_miss: String,
     /// QEMU on the miss scenario: `hang` or `no hang`.
     pub qemu_miss: String,
     /// Whether both cells agree with the model.
     pub agree: bool,
+}
+
+/// The binaries `qemu/build-variants.sh` left in `cache`, newest per variant.
+pub fn cached_binaries(cache: &std::path::Path) -> Result<Vec<(Variant, PathBuf)>> {
+    let bin = cache.join("bin");
+    let mut found: Vec<(Variant, PathBuf, std::time::SystemTime)> = Vec::new();
+    for e in std::fs::read_dir(&bin).with_context(|| format!("cannot read {}", bin.display()))? {
+        let dir = e?.path();
+        let wrapper = dir.join("qemu-system-x86_64-wrapped");
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some((variant, _hash)) = name.rsplit_once('-') else { continue };
+        // The script names QEMU 9.2's patch alone; the model's row is
+        // qemu-9.1 with it.
+        let variant = if variant == "fail-start" { "qemu-9.1+fail-start" } else { variant };
+        let (Ok(variant), Ok(meta)) = (variant.parse::<Variant>(), std::fs::metadata(&wrapper))
+        else {
+            continue;
+        };
+        let built = meta.modified()?;
+        match found.iter_mut().find(|f| f.0 == variant) {
+            Some(f) if f.2 >= built => {}
+            Some(f) => *f = (variant, wrapper, built),
+            None => found.push((variant, wrapper, built)),
+        }
+    }
+    found.sort_by_key(|f| f.0);
+    Ok(found.into_iter().map(|(v, p, _)| (v, p)).collect())
 }
 
 fn parse_binary(s: &str) -> Result<(Variant, PathBuf)> {
@@ -104,12 +142,22 @@ fn model_postcopy(variant: Variant) -> String {
 /// does not (a finding to explain), 2 when nothing could run.
 pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
     catch_interrupts()?;
-    let binaries: Vec<(Variant, PathBuf)> = if args.binaries.is_empty() {
+    let mut binaries: Vec<(Variant, PathBuf)> = if let Some(cache) = &args.cache {
+        let mut b = cached_binaries(cache)?;
+        b.extend(args.binaries.iter().map(|b| parse_binary(b)).collect::<Result<Vec<_>>>()?);
+        b
+    } else if args.binaries.is_empty() {
         let q = QemuBinary::find()?;
         vec![("qemu-9.1".parse().map_err(|e| anyhow::anyhow!("{e}"))?, q.path)]
     } else {
         args.binaries.iter().map(|b| parse_binary(b)).collect::<Result<_>>()?
     };
+    if !args.variants.is_empty() {
+        binaries.retain(|(v, _)| args.variants.contains(v));
+    }
+    if binaries.is_empty() {
+        bail!("no QEMU binary for the variants asked (build them: bash qemu/build-variants.sh)");
+    }
     let work = match &args.keep {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("vhost-race-matrix-{}", std::process::id())),
@@ -140,6 +188,7 @@ pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
         let model_postcopy = model_postcopy(*variant);
         let raced = runs.iter().filter(|r| !r.race_lines.is_empty()).count();
         let migrations = runs.iter().filter(|r| r.completed).count();
+        let serialised = runs.iter().filter(|r| r.hold_hit_limit).count();
         let model_miss = if miss.model_deadlocks { "deadlocks" } else { "no deadlock" }.to_string();
         let agree = (model_postcopy == "races") == (raced > 0)
             && miss.model_deadlocks == (miss.qemu_verdict == "hang");
@@ -150,6 +199,7 @@ pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
             model_postcopy,
             migrations,
             raced,
+            serialised,
             model_miss,
             qemu_miss: miss.qemu_verdict,
             agree,
@@ -177,21 +227,35 @@ fn render(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:>16} {:>18} {:>14} {:>12} {:>6}",
-        "variant", "model: postcopy", "QEMU: raced", "model: miss", "QEMU: miss", "agree"
+        "{:<22} {:>16} {:>12} {:>12} {:>14} {:>12} {:>6}",
+        "variant",
+        "model: postcopy",
+        "QEMU: raced",
+        "serialised",
+        "model: miss",
+        "QEMU: miss",
+        "agree"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<22} {:>16} {:>18} {:>14} {:>12} {:>6}",
+            "{:<22} {:>16} {:>12} {:>12} {:>14} {:>12} {:>6}",
             r.variant,
             r.model_postcopy,
             format!("{} of {}", r.raced, r.migrations),
+            format!("{} of {}", r.serialised, r.migrations),
             r.model_miss,
             r.qemu_miss,
             if r.agree { "yes" } else { "NO" }
         );
     }
+    let _ = writeln!(
+        out,
+        "\nraced: migrations whose destination printed the race's lines, the first IOTLB reply held \
+         until POSTCOPY_END;\nserialised: the held reply went out at the hold's 3 s limit, since \
+         the variant sent no POSTCOPY_END while device start waited;\nmiss: a back-end miss with \
+         NEED_REPLY during device start; hang = QMP silent and the miss unanswered.\n"
+    );
     for r in rows {
         let _ = writeln!(out, "{}: {} ({})", r.variant, r.binary, r.version);
     }

@@ -80,6 +80,10 @@ pub struct RunRecord {
     /// The vhost-user messages in it, in order (torn lines split, program
     /// prefix and timestamps cut).
     pub race_lines: Vec<String>,
+    /// With the hold: the held reply went out at the hold's limit, not on
+    /// POSTCOPY_END, i.e. the front-end sent no POSTCOPY_END while device
+    /// start waited (its locks serialise the two).
+    pub hold_hit_limit: bool,
     /// Why the run could not be done, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -166,6 +170,10 @@ fn migrate_once(
     let _ = dst_peer.join();
     save_trace(&p("src.trace.jsonl"), &src_trace.events())?;
     save_trace(&p("dst.trace.jsonl"), &dst_trace.events())?;
+    let hold_hit_limit = dst_trace
+        .events()
+        .iter()
+        .any(|e| e.note.as_deref().is_some_and(|n| n.contains("the hold's limit passed")));
     let destination_stderr = dst.stderr();
     let race_lines = race_messages(&destination_stderr);
     let (completed, status, destination, migrate_secs, error) = match result {
@@ -180,6 +188,7 @@ fn migrate_once(
         migrate_secs,
         destination_stderr,
         race_lines,
+        hold_hit_limit,
         error,
     })
 }

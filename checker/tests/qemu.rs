@@ -333,3 +333,61 @@ fn a_miss_with_need_reply_during_device_start_hangs_qemu_as_the_model_says() {
         assert_eq!(r["qmp_answered"], !hang, "{r}");
     }
 }
+
+/// The matrix held against QEMU built with each locking scheme: for the
+/// unlocked build and the mutex build (`qemu/build-variants.sh`, which
+/// `.ci/run` runs), QEMU races exactly where the model says "races" and
+/// hangs on a miss with NEED_REPLY exactly where it says "deadlocks".
+#[test]
+fn the_built_variants_behave_as_the_matrix_says() {
+    let cache = std::env::var_os("VHOST_RACE_QEMU_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/vhost-race-qemu"), PathBuf::from);
+    let have = |v: &str| {
+        std::fs::read_dir(cache.join("bin")).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.rsplit_once('-').is_some_and(|(name, _)| name == v)
+                    && e.path().join("qemu-system-x86_64-wrapped").is_file()
+            })
+        })
+    };
+    if qemu_or_skip("the_built_variants_behave_as_the_matrix_says").is_none() {
+        return;
+    }
+    if !(have("qemu-9.1") && have("mutex")) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped the_built_variants_behave_as_the_matrix_says: no QEMU built per variant in {} \
+             (build them: bash qemu/build-variants.sh qemu-9.1 mutex)",
+            cache.display()
+        );
+        return;
+    }
+    let out = Command::new(BIN)
+        .arg("qemu-matrix")
+        .arg("--cache")
+        .arg(&cache)
+        .args(["--variant", "qemu-9.1", "--variant", "mutex", "--runs", "2", "--json"])
+        .output()
+        .expect("run qemu-matrix");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rows: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for r in rows {
+        let _ = writeln!(
+            std::io::stderr(),
+            "qemu-matrix: {} raced {} of {}, serialised {}, miss: {}",
+            r["variant"],
+            r["raced"],
+            r["migrations"],
+            r["serialised"],
+            r["qemu_miss"]
+        );
+        assert_eq!(r["agree"], true, "{r}");
+        assert_eq!(r["migrations"], 2, "{r}");
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
