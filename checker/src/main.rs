@@ -8,6 +8,7 @@
 mod cli;
 mod explain;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 

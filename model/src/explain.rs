@@ -64,21 +64,43 @@ pub struct ParsedLog {
     pub set_aside: Vec<(usize, LogLine)>,
     /// Lines that are no vhost-user message at all (ignored, counted).
     pub unrelated: usize,
+    /// Lines that carry a vhost-user message's text but do not parse (a
+    /// number too large for its field, say), with their line numbers: the
+    /// first [`ParsedLog::UNPARSED_KEPT`], each cut to 200 characters.
+    pub unparsed: Vec<(usize, String)>,
+    /// How many such lines there were in all.
+    pub unparsed_count: usize,
 }
 
-/// Reads a log's text: every line through [`LogLine::parse`].
+impl ParsedLog {
+    /// Unparsed lines kept for showing (all are counted).
+    pub const UNPARSED_KEPT: usize = 100;
+
+    /// Adds line `number` (1-based) of a log, read with [`LogLine::parse`].
+    pub fn push_line(&mut self, number: usize, raw: &str) {
+        match LogLine::parse(raw) {
+            Some(line) if model_can_emit(&line.error) => {
+                self.lines.push(line);
+                self.line_numbers.push(number);
+            }
+            Some(line) => self.set_aside.push((number, line)),
+            None if raw.trim().is_empty() => {}
+            None if LogLine::is_unparsed_message(raw) => {
+                self.unparsed_count += 1;
+                if self.unparsed.len() < Self::UNPARSED_KEPT {
+                    self.unparsed.push((number, raw.trim().chars().take(200).collect()));
+                }
+            }
+            None => self.unrelated += 1,
+        }
+    }
+}
+
+/// Reads a log's text: every line through [`ParsedLog::push_line`].
 pub fn parse_log(text: &str) -> ParsedLog {
     let mut log = ParsedLog::default();
     for (i, raw) in text.lines().enumerate() {
-        match LogLine::parse(raw) {
-            Some(line) if model_can_emit(&line.error) => {
-                log.lines.push(line);
-                log.line_numbers.push(i + 1);
-            }
-            Some(line) => log.set_aside.push((i + 1, line)),
-            None if raw.trim().is_empty() => {}
-            None => log.unrelated += 1,
-        }
+        log.push_line(i + 1, raw);
     }
     log
 }
