@@ -7,30 +7,54 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::ops::ControlFlow;
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use model::verdict::{self, CheckOptions, Verdict};
 use model::{ReplyRace, PROPERTIES};
-use reference::scenario::{Scenario, Variant};
+use reference::scenario::{Scenario, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 
 use crate::output;
+use crate::progress::{Interrupt, Meter, INTERRUPTED_EXIT};
 
 /// Model-checks the vhost-user reply race between QEMU's device-start,
 /// postcopy-listen and main-loop threads sharing one socket.
 #[derive(Parser, Debug)]
-#[command(name = "vhost-race", version, about)]
+#[command(name = "vhost-race", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Scenario of the default matrix run.
     #[command(flatten)]
     scenario: ScenarioArgs,
+    /// How the default matrix run checks.
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+/// Flags of the commands that run the model checker (the matrix, check, trace).
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
     /// Print JSON instead of text (for scripts).
-    #[arg(long, global = true)]
-    json: bool,
+    #[arg(long)]
+    pub json: bool,
     /// Checker threads (1 gives shortest, reproducible counterexamples).
-    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    #[command(flatten)]
+    pub bound: BoundArgs,
+}
+
+/// The one memory bound of every search.
+#[derive(Args, Debug, Clone)]
+pub struct BoundArgs {
+    /// States a search may generate before it is refused as too large (the
+    /// default keeps a search under 2 GB of memory).
+    #[arg(long, default_value_t = verdict::DEFAULT_MAX_STATES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
+    pub max_states: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +66,8 @@ enum Command {
         variant: Variant,
         #[command(flatten)]
         scenario: ScenarioArgs,
+        #[command(flatten)]
+        check: CheckArgs,
     },
     /// Print the shortest counterexample of one property for one variant.
     Trace {
@@ -53,6 +79,8 @@ enum Command {
         property: String,
         #[command(flatten)]
         scenario: ScenarioArgs,
+        #[command(flatten)]
+        check: CheckArgs,
     },
     /// Run the threads of a variant against the reference back-end over a
     /// real socketpair, N times, and report the logs seen.
@@ -70,11 +98,15 @@ enum Command {
         /// Stop at the first run that logs an error or hangs.
         #[arg(long)]
         stop_at_first_failure: bool,
-        /// Milliseconds to wait for the threads before calling a run a hang.
+        /// Milliseconds to wait for the threads before calling a run a hang
+        /// (a warning says when it is below what a healthy run takes here).
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         hang_timeout_ms: u64,
         #[command(flatten)]
         scenario: ScenarioArgs,
+        /// Print JSON instead of text (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Run the reference vhost-user back-end as its own process on a socket
     /// path (QEMU's binary can use it).
@@ -111,7 +143,8 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct ScenarioArgs {
     /// IOTLB updates device start sends (one per virtqueue).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_VIRTQUEUES)))]
     virtqueues: u8,
     /// Leave the device-start thread out.
     #[arg(long)]
@@ -123,7 +156,8 @@ pub struct ScenarioArgs {
     #[arg(long)]
     no_postcopy_end: bool,
     /// BACKEND_IOTLB_MSG misses the back-end sends.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_BACKEND_MISSES)))]
     misses: u8,
     /// Misses carry NEED_REPLY and the back-end waits for the answer.
     #[arg(long)]
@@ -155,49 +189,134 @@ impl ScenarioArgs {
     }
 }
 
-/// Generated states (duplicates included) past which a check is refused as too large for memory
-/// (measured: ~1.3 KiB per unique state, ~2.5 generated per unique: ~16 GiB at the bound).
-const MAX_STATES: usize = 30_000_000;
-
-fn options(cli_threads: u16, progress: bool) -> CheckOptions {
-    CheckOptions { threads: cli_threads as usize, progress, max_states: Some(MAX_STATES) }
+impl CheckArgs {
+    fn options(&self) -> CheckOptions {
+        CheckOptions {
+            threads: usize::from(self.threads),
+            progress: false,
+            max_states: Some(self.bound.max_states as usize),
+        }
+    }
 }
 
-fn checked(v: Verdict) -> Result<Verdict> {
-    if !v.complete {
-        bail!(
-            "scenario too large: {} stopped after {} unique states (the bound for this machine's memory); \
-             use fewer virtqueues or misses",
-            v.variant,
-            v.unique_states
-        );
+/// The one-line refusal of a check stopped at the state bound.
+fn too_large(v: &Verdict) -> anyhow::Error {
+    anyhow::anyhow!(
+        "scenario too large: {} stopped at the state bound ({} states generated, {} unique; \
+         --max-states {} keeps a search under {}); use fewer virtqueues or misses, or raise --max-states",
+        v.variant,
+        v.generated_states,
+        v.unique_states,
+        v.max_states.unwrap_or(0),
+        verdict::MEMORY_BUDGET
+    )
+}
+
+/// How a check ended, for the commands that run one.
+enum Checked {
+    Done(Verdict),
+    Interrupted(verdict::Interrupted),
+}
+
+/// Checks one variant with a progress meter, stopping at SIGINT; refuses a
+/// check that reached the state bound.
+fn check_one(
+    variant: Variant,
+    scenario: Scenario,
+    args: &CheckArgs,
+    interrupt: &Interrupt,
+) -> Result<Checked> {
+    let mut meter = Meter::new(None);
+    let result = verdict::check_with(variant, scenario, &args.options(), |p| {
+        meter.update(None, || verdict::describe_progress(p));
+        if interrupt.raised() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    meter.finish();
+    match result {
+        Ok(v) if !v.complete => Err(too_large(&v)),
+        Ok(v) => Ok(Checked::Done(v)),
+        Err(i) => Ok(Checked::Interrupted(i)),
     }
-    Ok(v)
+}
+
+/// What an interrupted check had found, in words.
+fn interrupted_text(i: &verdict::Interrupted) -> String {
+    let phase = match i.phase {
+        verdict::Phase::Checking => "while checking",
+        verdict::Phase::Counterexamples => {
+            "after the check, while finding shortest counterexamples"
+        }
+    };
+    let failing = if i.failing.is_empty() {
+        "none so far".to_string()
+    } else {
+        format!("\"{}\"", i.failing.join("\", \""))
+    };
+    format!(
+        "interrupted {phase}: {} after {} unique states, depth {}, {:.1} s; no ✓ is claimed.\n\
+         properties with a violation found: {failing}\n",
+        i.variant, i.unique_states, i.max_depth, i.seconds
+    )
+}
+
+/// Prints an interrupted check's partial report and gives the exit code.
+fn report_interrupted(
+    json: bool,
+    i: &verdict::Interrupted,
+    done: &[Verdict],
+    scenario: &Scenario,
+) -> Result<ExitCode> {
+    if json {
+        let doc = serde_json::json!({ "finished": done, "interrupted": i });
+        emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+    } else {
+        if !done.is_empty() {
+            emit(&output::matrix(scenario, done))?;
+            emit("\n")?;
+        }
+        emit(&interrupted_text(i))?;
+    }
+    Ok(ExitCode::from(INTERRUPTED_EXIT))
 }
 
 /// Runs the command line; the exit code is 0 when the command did what it was asked
-/// (a ✗ in the matrix is a finding, not a failure).
+/// (a ✗ in the matrix is a finding, not a failure), 2 on a refusal, 130 after Ctrl-C.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let json = cli.json;
     match cli.command {
         None => {
             let scenario = cli.scenario.scenario()?;
+            let interrupt = Interrupt::install()?;
             let mut rows = Vec::new();
             for variant in Variant::all() {
                 eprintln!("checking {variant} ...");
-                rows.push(checked(verdict::check(variant, scenario, &options(cli.threads, true)))?);
+                match check_one(variant, scenario, &cli.check, &interrupt)? {
+                    Checked::Done(v) => rows.push(v),
+                    Checked::Interrupted(i) => {
+                        return report_interrupted(cli.check.json, &i, &rows, &scenario)
+                    }
+                }
             }
-            if json {
+            if cli.check.json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
             } else {
                 emit(&output::matrix(&scenario, &rows))?;
                 emit(&output::counterexamples(&rows))?;
             }
         }
-        Some(Command::Check { variant, scenario }) => {
+        Some(Command::Check { variant, scenario, check }) => {
             let scenario = scenario.scenario()?;
-            let row = checked(verdict::check(variant, scenario, &options(cli.threads, true)))?;
-            if json {
+            let interrupt = Interrupt::install()?;
+            let row = match check_one(variant, scenario, &check, &interrupt)? {
+                Checked::Done(v) => v,
+                Checked::Interrupted(i) => {
+                    return report_interrupted(check.json, &i, &[], &scenario)
+                }
+            };
+            if check.json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&row)?))?;
             } else {
                 let rows = [row];
@@ -205,19 +324,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 emit(&output::counterexamples(&rows))?;
             }
         }
-        Some(Command::Trace { variant, property, scenario }) => {
+        Some(Command::Trace { variant, property, scenario, check }) => {
             let scenario = scenario.scenario()?;
-            let Some(&(name, _)) =
-                PROPERTIES.iter().find(|(name, title)| *name == property || *title == property)
-            else {
-                let known: Vec<String> =
-                    PROPERTIES.iter().map(|(n, t)| format!("'{n}' ({t})")).collect();
+            let Some(&(name, _)) = PROPERTIES.iter().find(|(name, title)| {
+                *name == property || *title == property || output::column(title) == property
+            }) else {
+                let known: Vec<String> = PROPERTIES
+                    .iter()
+                    .map(|(n, t)| format!("'{n}' ({})", output::column(t)))
+                    .collect();
                 bail!("unknown property '{property}'; known: {}", known.join(", "));
             };
-            let row = checked(verdict::check(variant, scenario, &options(cli.threads, true)))?;
+            let interrupt = Interrupt::install()?;
+            let row = match check_one(variant, scenario, &check, &interrupt)? {
+                Checked::Done(v) => v,
+                Checked::Interrupted(i) => {
+                    return report_interrupted(check.json, &i, &[], &scenario)
+                }
+            };
             let p = row.property(name).expect("every property has a verdict");
             let model = ReplyRace::new(variant, scenario);
-            if json {
+            if check.json {
                 let steps = p.counterexample.as_deref().map(|a| model::trace::steps(&model, a));
                 let doc = serde_json::json!({
                     "variant": variant.to_string(),
@@ -248,6 +375,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             stop_at_first_failure,
             hang_timeout_ms,
             scenario,
+            json,
         }) => {
             let scenario = scenario.scenario()?;
             if scenario.device_stop {
@@ -256,17 +384,37 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                      and `qemu-migrate` runs it on QEMU's binary)"
                 );
             }
+            let hang_timeout = std::time::Duration::from_millis(hang_timeout_ms);
+            warn_short_hang_timeout(&scenario, hang_timeout);
             let opts = reference::run::RunOptions {
                 widen_race_window,
-                hang_timeout: std::time::Duration::from_millis(hang_timeout_ms),
+                hang_timeout,
                 stop_at_first_failure,
             };
+            let interrupt = Interrupt::install()?;
             eprintln!("running {variant} {iterations} times over a real socketpair ...");
-            let report = reference::run::run_with(variant, &scenario, iterations, opts);
+            let mut meter = Meter::new(Some(iterations));
+            let report = reference::run::run_observed(variant, &scenario, iterations, opts, |t| {
+                meter.update(Some(t.done), || {
+                    format!(
+                        "{variant}: {}/{} runs, {} with errors, {} hangs",
+                        t.done, t.of, t.runs_with_errors, t.hangs
+                    )
+                });
+                if interrupt.raised() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            meter.finish();
             if json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
                 emit(&report.to_string())?;
+            }
+            if report.interrupted {
+                return Ok(ExitCode::from(INTERRUPTED_EXIT));
             }
         }
         Some(Command::Backend(args)) => return crate::backend_cmd::run(args),
@@ -274,7 +422,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::QemuMigrate(args)) => return crate::qemu_migrate::run(args),
         Some(Command::QemuMiss(args)) => return crate::qemu_miss::run(args),
         Some(Command::QemuMatrix(args)) => return crate::qemu_matrix::run(args),
-        Some(Command::Explain(args)) => return crate::explain::run(args, json),
+        Some(Command::Explain(args)) => return crate::explain::run(args),
         Some(Command::Explore { variant, addr, scenario }) => {
             if !addr.ip().is_loopback() {
                 bail!("the Explorer serves on loopback addresses only, not {addr}");
@@ -288,6 +436,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Healthy runs sampled before `run` to judge `--hang-timeout-ms`.
+const HEALTHY_SAMPLES: u32 = 20;
+
+/// Warns on standard error when the hang timeout is below the slowest of
+/// [`HEALTHY_SAMPLES`] healthy runs of the scenario on this machine (then
+/// runs that are merely slow are counted as hangs).
+fn warn_short_hang_timeout(scenario: &Scenario, hang_timeout: Duration) {
+    let healthy = reference::run::healthy_run_time(scenario, HEALTHY_SAMPLES);
+    if let Some(w) = healthy.and_then(|h| hang_timeout_warning(hang_timeout, h)) {
+        eprintln!("{w}");
+    }
+}
+
+/// The warning for a hang timeout below a healthy run's `healthy` time, if it is.
+fn hang_timeout_warning(hang_timeout: Duration, healthy: Duration) -> Option<String> {
+    (hang_timeout < healthy).then(|| {
+        format!(
+            "warning: --hang-timeout-ms {} is below what a healthy run of this scenario \
+             takes here (the slowest of {HEALTHY_SAMPLES} mutex runs: {:.1} ms); \
+             runs that are only slow will be counted as hangs",
+            hang_timeout.as_millis(),
+            healthy.as_secs_f64() * 1e3
+        )
+    })
+}
+
 /// Writes to standard output; a reader that went away (`| head`) ends the
 /// output quietly instead of panicking.
 pub fn emit(text: &str) -> Result<()> {
@@ -296,5 +470,26 @@ pub fn emit(text: &str) -> Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         r => Ok(r?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hang_timeout_below_a_healthy_run_is_warned_about_and_one_above_is_not() {
+        let healthy = Duration::from_micros(5_500);
+        let w = hang_timeout_warning(Duration::from_millis(1), healthy).expect("a warning");
+        assert!(w.starts_with("warning: --hang-timeout-ms 1 is below"), "{w}");
+        assert!(w.contains("20 mutex runs: 5.5 ms"), "{w}");
+        assert_eq!(hang_timeout_warning(Duration::from_millis(2000), healthy), None);
+    }
+
+    #[test]
+    fn a_healthy_run_is_measured_on_this_machine() {
+        let s = Scenario::default();
+        let t = reference::run::healthy_run_time(&s, 3).expect("a socketpair can be set up");
+        assert!(t > Duration::ZERO);
     }
 }

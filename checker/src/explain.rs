@@ -6,23 +6,36 @@
 //! lines (in `reference::qemu_log`); this is glue.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use model::explain::{self, Bound, Explanation, Limits, MatchKind, ParsedLog};
+use model::verdict::MEMORY_BUDGET;
 use model::ReplyRace;
 use reference::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 
-use crate::cli::{emit, ScenarioArgs};
+use crate::cli::{emit, BoundArgs, ScenarioArgs};
 use crate::output::describe_scenario;
+use crate::progress::{Interrupt, Meter, INTERRUPTED_EXIT};
+
+/// The largest log `explain` reads, in bytes (a QEMU log of an incident is
+/// kilobytes; cut a larger one to the incident first).
+pub const MAX_INPUT: u64 = 64 << 20;
+
+/// The part of a line kept for parsing (a QEMU message is under 200 bytes;
+/// the rest of a longer line is skipped, and the line is no message).
+const MAX_LINE: usize = 64 << 10;
 
 /// Arguments of `explain`.
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
-    /// The QEMU log file to explain (other lines in it are ignored).
-    pub log: PathBuf,
+    /// The QEMU log file to explain, or `-` for standard input (other lines
+    /// in it are ignored; at most 64 MiB).
+    pub log: String,
     /// Variant to try (repeatable); every variant if absent.
     #[arg(long = "variant", value_name = "VARIANT")]
     pub variants: Vec<Variant>,
@@ -34,11 +47,10 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = Bound::default().max_misses,
           value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_BACKEND_MISSES)))]
     pub max_misses: u8,
-    /// Search nodes one search (variant, scenario, whole or fragment) may visit
-    /// before it stops with "undecided".
-    #[arg(long, default_value_t = Limits::default().max_nodes as u32,
-          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
-    pub max_nodes: u32,
+    /// The state bound: search nodes one search (variant, scenario, whole or
+    /// fragment) may visit before it stops with "undecided" (and exit code 2).
+    #[command(flatten)]
+    pub bound: BoundArgs,
     /// Explain the log as one thread's view: it holds only that thread's
     /// lines (e.g. QEMU running device start alone, as in `qemu-replay`);
     /// the model's lines of the other threads are not compared.
@@ -47,6 +59,9 @@ pub struct ExplainArgs {
     /// The base scenario the search starts from (and grows from).
     #[command(flatten)]
     pub scenario: ScenarioArgs,
+    /// Print JSON instead of text (for scripts).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A thread whose view `explain --thread` takes.
@@ -70,25 +85,88 @@ impl ThreadView {
     }
 }
 
-/// Runs `explain`: exit 0 whether or not the log is explained.
-pub fn run(args: ExplainArgs, json: bool) -> Result<ExitCode> {
-    let bytes =
-        std::fs::read(&args.log).with_context(|| format!("cannot read {}", args.log.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let log = explain::parse_log(&text);
+/// Reads a log from `name` (`-`: standard input) line by line, keeping only
+/// what [`ParsedLog`] keeps; refuses input over [`MAX_INPUT`] bytes.
+pub fn read_log(name: &str) -> Result<ParsedLog> {
+    let source: Box<dyn Read> = if name == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(name).with_context(|| format!("cannot read {name}"))?)
+    };
+    let mut reader = BufReader::with_capacity(64 << 10, source.take(MAX_INPUT + 1));
+    let mut log = ParsedLog::default();
+    let mut line = Vec::new();
+    let mut total = 0u64;
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        let n = read_line_capped(&mut reader, &mut line)
+            .with_context(|| format!("cannot read {name}"))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_INPUT {
+            bail!(
+                "{name}: larger than {} MiB, the most explain reads; cut the log to the incident first",
+                MAX_INPUT >> 20
+            );
+        }
+        number += 1;
+        log.push_line(number, &String::from_utf8_lossy(&line));
+    }
+    Ok(log)
+}
+
+/// Reads one line (through its newline) and keeps its first [`MAX_LINE`]
+/// bytes in `line`; returns the bytes consumed (0 at the end of input).
+fn read_line_capped(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        let keep = if done { take - 1 } else { take };
+        line.extend_from_slice(&buf[..keep.min(room)]);
+        reader.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+/// Runs `explain`: exit 0 whether or not the log is explained, 2 when a
+/// search stopped at the state bound, 130 after Ctrl-C.
+pub fn run(args: ExplainArgs) -> Result<ExitCode> {
+    let log = read_log(&args.log)?;
+    let name = if args.log == "-" { "standard input" } else { args.log.as_str() };
     if log.lines.is_empty() {
-        if log.set_aside.is_empty() {
-            bail!("{}: no vhost-user error line in the log", args.log.display());
+        if log.set_aside.is_empty() && log.unparsed_count == 0 {
+            bail!("{name}: no vhost-user error line in the log");
         }
         bail!(
-            "{}: no vhost-user line the model can produce ({} EOF/short-read lines only)",
-            args.log.display(),
-            log.set_aside.len()
+            "{name}: no vhost-user line the model can produce ({} EOF/short-read line{}, {} unparsed line{}{})",
+            log.set_aside.len(),
+            if log.set_aside.len() == 1 { "" } else { "s" },
+            log.unparsed_count,
+            if log.unparsed_count == 1 { "" } else { "s" },
+            log.unparsed.first().map(|(n, l)| format!(", e.g. line {n}: {l}")).unwrap_or_default()
         );
     }
     let base = args.scenario.scenario()?;
     let bound = Bound { max_virtqueues: args.max_virtqueues, max_misses: args.max_misses };
-    let limits = Limits { max_nodes: args.max_nodes as usize };
+    let limits = Limits { max_nodes: args.bound.max_states as usize };
     let mut variants = if args.variants.is_empty() { Variant::all() } else { args.variants };
     let mut seen = Vec::new();
     variants.retain(|v| {
@@ -101,31 +179,100 @@ pub fn run(args: ExplainArgs, json: bool) -> Result<ExitCode> {
     if let Some(v) = view {
         eprintln!("explaining the log as {}'s lines only", v.name());
     }
-    let results: Vec<Explanation> = variants
-        .iter()
-        .map(|&v| {
-            eprintln!("explaining with {v} ...");
-            explain::explain_view(&log.lines, v, &scenarios, limits, view)
-        })
-        .collect();
+    let interrupt = Interrupt::install()?;
+    let (results, interrupted) = explain_all(&log, &variants, &scenarios, limits, view, &interrupt);
     let bound_text = describe_bound(base, bound, &scenarios, &log);
-    if json {
+    if args.json {
         let doc = serde_json::json!({
-            "log": args.log.display().to_string(),
+            "log": name,
             "vhost_user_lines": log.lines,
             "line_numbers": log.line_numbers,
             "set_aside": log.set_aside,
             "unrelated_lines": log.unrelated,
+            "unparsed_lines": log.unparsed,
+            "unparsed_count": log.unparsed_count,
             "bound": bound_text,
             "scenarios": scenarios,
             "limits": limits,
             "variants": results.iter().map(|e| json_variant(e, &log)).collect::<Vec<_>>(),
+            "interrupted": interrupted.map(|v| v.to_string()),
         });
         emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        emit(&text_report(&args.log, &log, &bound_text, &results))?;
+        let needed = explain::iotlb_calls_needed(&log.lines, base.postcopy_end);
+        let mut text = text_report(name, &log, &bound_text, bound, needed, &results);
+        if let Some(v) = interrupted {
+            let _ = writeln!(
+                text,
+                "\ninterrupted while explaining with {v}: {} of {} variants finished (above)",
+                results.len(),
+                variants.len()
+            );
+        }
+        emit(&text)?;
+    }
+    if interrupted.is_some() {
+        return Ok(ExitCode::from(INTERRUPTED_EXIT));
+    }
+    let undecided: Vec<String> =
+        results.iter().filter(|e| !e.decided()).map(|e| e.variant.to_string()).collect();
+    if !undecided.is_empty() {
+        bail!(
+            "search too large: {} stopped at the state bound (--max-states {} keeps a search under {}); \
+             lower --max-virtqueues or --max-misses, or raise --max-states",
+            undecided.join(", "),
+            limits.max_nodes,
+            MEMORY_BUDGET
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Explains the log with each variant in turn on a worker thread, with a
+/// progress meter; returns the finished answers and, if SIGINT stopped it,
+/// the variant that was being searched.
+fn explain_all(
+    log: &ParsedLog,
+    variants: &[Variant],
+    scenarios: &[Scenario],
+    limits: Limits,
+    view: Option<ThreadRole>,
+    interrupt: &Interrupt,
+) -> (Vec<Explanation>, Option<Variant>) {
+    let (tx, rx) = mpsc::channel();
+    let lines = log.lines.clone();
+    let todo = variants.to_vec();
+    let scenarios = scenarios.to_vec();
+    // Not joined: after an interruption it is left to the process's exit.
+    std::thread::spawn(move || {
+        for v in todo {
+            if tx.send(explain::explain_view(&lines, v, &scenarios, limits, view)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut meter = Meter::new(Some(variants.len() as u64));
+    let mut results = Vec::new();
+    let mut announced = usize::MAX;
+    while results.len() < variants.len() {
+        let current = variants[results.len()];
+        if announced != results.len() {
+            announced = results.len();
+            meter.println(&format!("explaining with {current} ..."));
+        }
+        meter.update(Some(results.len() as u64), || format!("explaining with {current}"));
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => results.push(e),
+            Err(mpsc::RecvTimeoutError::Timeout) if interrupt.raised() => {
+                meter.finish();
+                return (results, Some(current));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    meter.finish();
+    (results, None)
 }
 
 /// "virtqueues 2..=4, misses 1..=3 (…)": the scenarios searched, in words.
@@ -178,26 +325,63 @@ fn kind_text(f: &explain::Found) -> String {
     }
 }
 
+/// Why a variant was not searched: no scenario within the bound has the
+/// IOTLB calls the log needs; names the flag to raise.
+fn not_searched_text(bound: Bound, needed: usize) -> String {
+    let most = usize::from(MAX_VIRTQUEUES) + usize::from(MAX_BACKEND_MISSES);
+    let within = usize::from(bound.max_virtqueues) + usize::from(bound.max_misses);
+    if needed > most {
+        format!(
+            "not searched: the log needs at least {needed} IOTLB calls, more than the largest \
+             scenario the model takes ({MAX_VIRTQUEUES} virtqueues + {MAX_BACKEND_MISSES} misses)"
+        )
+    } else {
+        format!(
+            "not searched: the log needs at least {needed} IOTLB calls and the bound allows {within} \
+             (--max-virtqueues {} + --max-misses {}); raise --max-virtqueues (up to {MAX_VIRTQUEUES}) \
+             or --max-misses (up to {MAX_BACKEND_MISSES})",
+            bound.max_virtqueues, bound.max_misses
+        )
+    }
+}
+
 fn text_report(
-    path: &std::path::Path,
+    name: &str,
     log: &ParsedLog,
-    bound: &str,
+    bound_text: &str,
+    bound: Bound,
+    needed: usize,
     results: &[Explanation],
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} vhost-user line{}, {} unrelated line{} ignored",
-        path.display(),
+        "{name}: {} vhost-user line{}, {} unrelated line{} ignored{}",
         log.lines.len(),
         if log.lines.len() == 1 { "" } else { "s" },
         log.unrelated,
-        if log.unrelated == 1 { "" } else { "s" }
+        if log.unrelated == 1 { "" } else { "s" },
+        match log.unparsed_count {
+            0 => String::new(),
+            1 => ", 1 unparsed line".to_string(),
+            n => format!(", {n} unparsed lines"),
+        }
     );
     for (n, l) in &log.set_aside {
         let _ = writeln!(out, "  set aside (the model never logs it): line {n}: {l}");
     }
-    let _ = writeln!(out, "Searched: {bound}.");
+    for (n, l) in &log.unparsed {
+        let _ = writeln!(
+            out,
+            "  unparsed (a vhost-user message whose numbers or form do not fit): line {n}: {l}"
+        );
+    }
+    if log.unparsed_count > log.unparsed.len() {
+        let _ =
+            writeln!(out, "  ... and {} more unparsed", log.unparsed_count - log.unparsed.len());
+    }
+    let bound_line = bound_text;
+    let _ = writeln!(out, "Searched: {bound_line}.");
     for e in results {
         let _ = writeln!(out);
         match &e.found {
@@ -229,14 +413,30 @@ fn text_report(
                     );
                 }
             }
+            None if e.searches.is_empty() => {
+                let _ = writeln!(out, "=== {}: {}", e.variant, not_searched_text(bound, needed));
+            }
+            None if verdict_of(e) == "not searched" => {
+                let raise = if bound.max_misses < MAX_BACKEND_MISSES {
+                    format!(
+                        "; raise --max-misses (now {}, up to {MAX_BACKEND_MISSES}) to search",
+                        bound.max_misses
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "=== {}: not searched: fail-start stops device start at its first failed \
+                     update, so no scenario within the bound has as many IOTLB calls that can \
+                     fail as the log reports{raise}",
+                    e.variant
+                );
+            }
             None if e.decided() => {
                 let counted = e.searches.iter().filter(|s| s.ruled_out_by_count).count();
                 let how = if counted == 0 {
                     "every scenario searched whole and as a fragment".to_string()
-                } else if counted == e.searches.len() {
-                    "fail-start stops device start at its first failed update: no scenario \
-                     within the bound has enough IOTLB calls that can fail"
-                        .to_string()
                 } else {
                     format!(
                         "{} of {} searches ruled out by counting the IOTLB calls that can fail, \
@@ -255,17 +455,17 @@ fn text_report(
             None => {
                 let _ = writeln!(
                     out,
-                    "=== {}: undecided: a search stopped at the node limit ({} nodes); raise --max-nodes",
+                    "=== {}: undecided: a search stopped at the state bound ({} nodes); raise --max-states",
                     e.variant,
                     e.nodes()
                 );
             }
         }
     }
-    let names = |explained: bool| {
+    let names = |verdict: &str| {
         let v: Vec<String> = results
             .iter()
-            .filter(|e| e.explained() == explained && (explained || e.decided()))
+            .filter(|e| verdict_of(e) == verdict)
             .map(|e| e.variant.to_string())
             .collect();
         if v.is_empty() {
@@ -274,19 +474,33 @@ fn text_report(
             v.join(", ")
         }
     };
-    let _ = writeln!(out, "\nExplained by: {}", names(true));
-    let _ = writeln!(out, "Not explainable by: {}", names(false));
+    let _ = writeln!(out, "\nExplained by: {}", names("explained"));
+    let _ = writeln!(out, "Not explainable by: {}", names("not explainable"));
+    for (verdict, title) in [("not searched", "Not searched"), ("undecided", "Undecided")] {
+        if results.iter().any(|e| verdict_of(e) == verdict) {
+            let _ = writeln!(out, "{title}: {}", names(verdict));
+        }
+    }
     out
 }
 
-fn json_variant(e: &Explanation, log: &ParsedLog) -> serde_json::Value {
-    let verdict = if e.explained() {
+/// "explained", "not explainable" (a complete search or a count rules it
+/// out), "not searched" (no scenario within the bound, or counting alone
+/// under fail-start) or "undecided" (a search stopped at the state bound).
+fn verdict_of(e: &Explanation) -> &'static str {
+    if e.explained() {
         "explained"
+    } else if e.searches.is_empty() || e.searches.iter().all(|s| s.ruled_out_by_count) {
+        "not searched"
     } else if e.decided() {
         "not explainable"
     } else {
         "undecided"
-    };
+    }
+}
+
+fn json_variant(e: &Explanation, log: &ParsedLog) -> serde_json::Value {
+    let verdict = verdict_of(e);
     let found = e.found.as_ref().map(|f| {
         let model = ReplyRace::new(e.variant, f.scenario);
         let matched: Vec<serde_json::Value> = f

@@ -9,6 +9,7 @@ mod backend_cmd;
 mod cli;
 mod explain;
 mod output;
+mod progress;
 mod qemu_matrix;
 mod qemu_migrate;
 mod qemu_miss;

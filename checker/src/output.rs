@@ -40,26 +40,37 @@ pub fn describe_scenario(s: &Scenario) -> String {
     parts.join(", ")
 }
 
+/// A property's column header in the matrix: its title, phrased so that ✓
+/// reads as the good outcome ("deadlock" becomes "no deadlock").
+pub fn column(title: &str) -> String {
+    match title {
+        "deadlock" => "no deadlock".to_string(),
+        t => t.to_string(),
+    }
+}
+
 /// The matrix, with a legend of the column titles.
 pub fn matrix(scenario: &Scenario, rows: &[Verdict]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Scenario: {}\n", describe_scenario(scenario));
     let _ = write!(out, "{:<28}", "variant");
-    for (_, title) in PROPERTIES {
-        let _ = write!(out, " {title:>8}");
+    let headers: Vec<String> = PROPERTIES.iter().map(|(_, t)| column(t)).collect();
+    let width = |h: &String| h.chars().count().max(8);
+    for h in &headers {
+        let _ = write!(out, " {h:>w$}", w = width(h));
     }
     let _ = writeln!(out, " {:>10} {:>6} {:>8}", "states", "depth", "seconds");
     for row in rows {
         let _ = write!(out, "{:<28}", row.variant.to_string());
-        for p in &row.properties {
-            let _ = write!(out, " {:>8}", if p.holds { "✓" } else { "✗" });
+        for (p, h) in row.properties.iter().zip(&headers) {
+            let _ = write!(out, " {:>w$}", if p.holds { "✓" } else { "✗" }, w = width(h));
         }
         let _ =
             writeln!(out, " {:>10} {:>6} {:>8.2}", row.unique_states, row.max_depth, row.seconds);
     }
     let _ = writeln!(out, "\nColumns:");
     for (name, title) in PROPERTIES {
-        let _ = writeln!(out, "  {title:>8}  {name}");
+        let _ = writeln!(out, "  {:>11}  {name}", column(title));
     }
     out
 }

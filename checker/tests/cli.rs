@@ -33,7 +33,7 @@ fn no_arguments_prints_the_matrix_and_counterexamples() {
 
 #[test]
 fn json_check_is_machine_readable() {
-    let o = vhost_race(&["--json", "check", "--variant", "mutex"]);
+    let o = vhost_race(&["check", "--variant", "mutex", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["unique_states"], 288);
@@ -70,7 +70,7 @@ fn assert_refused(args: &[&str], needle: &str) {
 fn bad_arguments_get_a_clear_error_and_exit_2() {
     assert_refused(&["check", "--variant", "qemu-9.0"], "unknown variant 'qemu-9.0'");
     assert_refused(&["--virtqueues", "0"], "device start needs at least one virtqueue");
-    assert_refused(&["check", "--variant", "mutex", "--virtqueues", "17"], "too large");
+    assert_refused(&["check", "--variant", "mutex", "--virtqueues", "17"], "17 is not in 0..=16");
     assert_refused(&["check", "--variant", "mutex", "--misses", "300"], "misses");
     assert_refused(
         &["trace", "--variant", "mutex", "--property", "nope"],
@@ -93,7 +93,7 @@ fn run_reproduces_the_race_on_a_real_socket_and_the_mutex_does_not() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("qemu-kvm: "), "{}", stdout(&o));
-    let o = vhost_race(&["--json", "run", "--variant", "mutex", "--iterations", "300"]);
+    let o = vhost_race(&["run", "--variant", "mutex", "--iterations", "300", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["iterations"], 300);
@@ -108,4 +108,103 @@ fn run_and_backend_refuse_bad_arguments() {
         &["backend", "--socket", "/nonexistent-dir/x.sock"],
         "cannot bind /nonexistent-dir/x.sock: No such file or directory",
     );
+}
+
+/// The one line of a refusal: stderr holds exactly one line, starting with "error:".
+fn one_line_refusal(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    let err = stderr(o);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    errors[0].to_string()
+}
+
+/// The number after `before` in `text`, e.g. the count in "(123 states generated".
+fn number_after(text: &str, before: &str) -> usize {
+    let rest =
+        &text[text.find(before).unwrap_or_else(|| panic!("{before:?} in {text}")) + before.len()..];
+    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+}
+
+#[test]
+fn every_check_stops_at_the_state_bound_with_a_one_line_refusal() {
+    let large = ["--virtqueues", "16", "--misses", "8", "--max-states", "100000"];
+    let runs: [Vec<&str>; 3] = [
+        [&["check", "--variant", "qemu-9.1"][..], &large].concat(),
+        [&["trace", "--variant", "qemu-9.1", "--property", "reply"][..], &large].concat(),
+        large.to_vec(),
+    ];
+    for args in runs {
+        let o = vhost_race(&args);
+        let line = one_line_refusal(&o);
+        assert!(line.contains("scenario too large: qemu-9.1 stopped at the state bound"), "{line}");
+        assert!(line.contains("keeps a search under 2 GB"), "{line}");
+        // stateright looks at the bound after each block of 1 500 states.
+        let generated = number_after(&line, "(");
+        assert!((100_000..100_000 + 1_500).contains(&generated), "{args:?}: {line}");
+        assert!(stdout(&o).is_empty(), "{args:?}: a refused check claims nothing");
+    }
+}
+
+#[test]
+fn virtqueue_and_miss_ranges_are_said_one_way() {
+    for n in ["17", "100000"] {
+        assert_refused(
+            &["check", "--variant", "mutex", "--virtqueues", n],
+            &format!("invalid value '{n}' for '--virtqueues <VIRTQUEUES>': {n} is not in 0..=16"),
+        );
+    }
+    for n in ["9", "300"] {
+        assert_refused(&["--misses", n], &format!("{n} is not in 0..=8"));
+    }
+}
+
+#[test]
+fn json_and_threads_are_taken_only_where_they_act() {
+    assert_refused(&["run", "--variant", "mutex", "--threads", "2"], "--threads");
+    assert_refused(&["backend", "--socket", "/tmp/x.sock", "--json"], "--json");
+    assert_refused(&["explain", "-", "--threads", "2"], "--threads");
+    assert_refused(&["--json", "check", "--variant", "mutex"], "cannot be used with");
+    for (cmd, threads) in [("check", true), ("trace", true), ("run", false), ("backend", false)] {
+        let help = stdout(&vhost_race(&[cmd, "--help"]));
+        assert_eq!(help.contains("--threads"), threads, "{cmd}: {help}");
+        assert_eq!(help.contains("--json"), cmd != "backend", "{cmd}: {help}");
+    }
+}
+
+#[test]
+fn every_json_output_spells_a_variant_as_the_cli_does() {
+    let o = vhost_race(&["check", "--variant", "qemu-9.1+fail-start", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["variant"], "qemu-9.1+fail-start");
+    let o = vhost_race(&["--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let names: Vec<&str> =
+        rows.as_array().unwrap().iter().map(|r| r["variant"].as_str().unwrap()).collect();
+    assert_eq!(names[..2], ["qemu-9.1", "qemu-9.1+fail-start"]);
+    let o =
+        vhost_race(&["run", "--variant", "bql-listen+fail-start", "--iterations", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["variant"], "bql-listen+fail-start");
+    let o =
+        vhost_race(&["trace", "--variant", "mutex+fail-start", "--property", "reply", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["variant"], "mutex+fail-start");
+}
+
+#[test]
+fn the_deadlock_column_says_what_its_tick_means() {
+    let o = vhost_race(&["check", "--variant", "mutex"]);
+    let out = stdout(&o);
+    let header = out.lines().find(|l| l.starts_with("variant")).unwrap();
+    assert!(header.contains(" no deadlock "), "{header}");
+    let o = vhost_race(&[
+        "trace",
+        "--variant",
+        "mutex",
+        "--property",
+        "no deadlock",
+        "--miss-need-reply",
+    ]);
+    assert!(stdout(&o).contains("\"no deadlock\" fails"), "{}", stderr(&o));
 }

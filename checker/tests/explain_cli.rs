@@ -2,8 +2,9 @@
 //! ruled out per variant, JSON, and bad input (one-line error, exit code 2,
 //! never a panic).
 
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn vhost_race(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vhost-race")).args(args).output().expect("binary runs")
@@ -46,8 +47,8 @@ fn the_facts_example_is_explained_by_qemu_9_1_and_not_by_the_mutex() {
 #[test]
 fn json_names_each_variants_verdict_and_the_matched_steps() {
     let o = vhost_race(&[
-        "--json",
         "explain",
+        "--json",
         &example("noisy-timestamps.log"),
         "--variant",
         "qemu-9.1",
@@ -111,5 +112,115 @@ fn bad_input_gets_a_one_line_error() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(stdout(&o).is_empty(), "{args:?}");
+    }
+}
+
+/// `vhost-race explain -` with `input` on standard input.
+fn explain_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vhost-race"))
+        .arg("explain")
+        .arg("-")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    // The binary may refuse before reading everything: a broken pipe is fine.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_dash_reads_the_log_from_standard_input() {
+    let log = std::fs::read(example("facts-example.log")).unwrap();
+    let o = explain_stdin(&["--variant", "qemu-9.1"], &log);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("standard input: 4 vhost-user lines"), "{out}");
+    assert!(out.contains("=== qemu-9.1: explained, the whole run (27 steps)"), "{out}");
+}
+
+#[test]
+fn an_input_over_the_size_limit_is_refused_after_reading_at_most_the_limit() {
+    // 64 MiB + 1 byte of a valid line repeated: every byte is read, none kept.
+    let line = b"qemu-kvm: vhost_device_iotlb_miss: 4100,4100: Fail to update device iotlb\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take((64 << 20) + 1).collect();
+    let o = explain_stdin(&["--variant", "mutex"], &big);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("error: -: larger than 64 MiB"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    let o = vhost_race(&["explain", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("error: /dev/zero: larger than 64 MiB"), "{}", stderr(&o));
+}
+
+#[test]
+fn numbers_that_overflow_are_counted_and_shown_as_unparsed() {
+    let log = temp_log(
+        "overflow",
+        "qemu-kvm: process_message_reply: 4100,4100: Received unexpected msg type. Expected 22 received 30\n\
+         qemu-kvm: vhost_user_read_header: 4100,4133: Failed to read msg header. Flags 0xffffffffffffffff instead of 0x5.\n\
+         hello\n",
+    );
+    let o = vhost_race(&["explain", &log, "--variant", "qemu-9.1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(": 1 vhost-user line, 1 unrelated line ignored, 1 unparsed line\n"),
+        "{out}"
+    );
+    assert!(out.contains("unparsed (a vhost-user message whose numbers or form do not fit): line 2: qemu-kvm: vhost_user_read_header: 4100,4133: Failed to read msg header. Flags 0xffffffffffffffff"), "{out}");
+    let o = vhost_race(&["explain", &log, "--variant", "qemu-9.1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["unparsed_count"], 1);
+    assert_eq!(v["unparsed_lines"][0][0], 2);
+}
+
+#[test]
+fn a_log_that_needs_more_calls_than_the_bound_says_not_searched_and_what_to_raise() {
+    let line = "qemu-kvm: vhost_device_iotlb_miss: 4100,4100: Fail to update device iotlb\n";
+    let log = temp_log("eight-failures", &line.repeat(8));
+    let o = vhost_race(&["explain", &log, "--variant", "qemu-9.1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["variants"][0]["verdict"], "not searched");
+    assert_eq!(v["variants"][0]["nodes"], 0);
+    let o = vhost_race(&["explain", &log, "--variant", "qemu-9.1", "--max-virtqueues", "2"]);
+    let out = stdout(&o);
+    assert!(out.contains("=== qemu-9.1: not searched: the log needs at least 8 IOTLB calls and the bound allows 5 (--max-virtqueues 2 + --max-misses 3); raise --max-virtqueues (up to 16) or --max-misses (up to 8)"), "{out}");
+    assert!(out.contains("Not explainable by: none\nNot searched: qemu-9.1\n"), "{out}");
+    let log = temp_log("thirty-failures", &line.repeat(30));
+    let o = vhost_race(&["explain", &log, "--variant", "mutex"]);
+    assert!(stdout(&o)
+        .contains("more than the largest scenario the model takes (16 virtqueues + 8 misses)"));
+}
+
+#[test]
+fn a_search_that_reaches_the_state_bound_is_undecided_and_exits_2() {
+    let o = vhost_race(&[
+        "explain",
+        &example("facts-example.log"),
+        "--variant",
+        "mutex",
+        "--max-states",
+        "500",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err: Vec<String> =
+        stderr(&o).lines().filter(|l| l.starts_with("error:")).map(String::from).collect();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].contains("search too large: mutex stopped at the state bound (--max-states 500"),
+        "{err:?}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["variants"][0]["verdict"], "undecided");
+    // Each search stops at the bound: no search visits more than 500 nodes.
+    for s in v["variants"][0]["searches"].as_array().unwrap() {
+        assert!(s["nodes"].as_u64().unwrap() <= 500, "{s}");
     }
 }

@@ -64,28 +64,51 @@ pub struct ParsedLog {
     pub set_aside: Vec<(usize, LogLine)>,
     /// Lines that are no vhost-user message at all (ignored, counted).
     pub unrelated: usize,
+    /// Lines that carry a vhost-user message's text but do not parse (a
+    /// number too large for its field, say), with their line numbers: the
+    /// first [`ParsedLog::UNPARSED_KEPT`], each cut to 200 characters.
+    pub unparsed: Vec<(usize, String)>,
+    /// How many such lines there were in all.
+    pub unparsed_count: usize,
 }
 
-/// Reads a log's text: every line through [`LogLine::parse_torn`].
-pub fn parse_log(text: &str) -> ParsedLog {
-    let mut log = ParsedLog::default();
-    for (i, raw) in text.lines().enumerate() {
-        // Threads printing at once tear lines; every message in one counts.
+impl ParsedLog {
+    /// Unparsed lines kept for showing (all are counted).
+    pub const UNPARSED_KEPT: usize = 100;
+
+    /// Adds line `number` (1-based) of a log, read with
+    /// [`LogLine::parse_torn`]: threads printing at once tear lines, and
+    /// every message in one counts.
+    pub fn push_line(&mut self, number: usize, raw: &str) {
         let found = LogLine::parse_torn(raw);
         if found.is_empty() {
-            if !raw.trim().is_empty() {
-                log.unrelated += 1;
+            if raw.trim().is_empty() {
+            } else if LogLine::is_unparsed_message(raw) {
+                self.unparsed_count += 1;
+                if self.unparsed.len() < Self::UNPARSED_KEPT {
+                    self.unparsed.push((number, raw.trim().chars().take(200).collect()));
+                }
+            } else {
+                self.unrelated += 1;
             }
-            continue;
+            return;
         }
         for line in found {
             if model_can_emit(&line.error) {
-                log.lines.push(line);
-                log.line_numbers.push(i + 1);
+                self.lines.push(line);
+                self.line_numbers.push(number);
             } else {
-                log.set_aside.push((i + 1, line));
+                self.set_aside.push((number, line));
             }
         }
+    }
+}
+
+/// Reads a log's text: every line through [`ParsedLog::push_line`].
+pub fn parse_log(text: &str) -> ParsedLog {
+    let mut log = ParsedLog::default();
+    for (i, raw) in text.lines().enumerate() {
+        log.push_line(i + 1, raw);
     }
     log
 }

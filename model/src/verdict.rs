@@ -9,31 +9,101 @@
 //! Leaves out: symmetry reduction (the threads are not interchangeable) and
 //! on-demand checking.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::Write as _;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use reference::scenario::{Scenario, Variant};
 use stateright::{Checker, CheckerBuilder, HasDiscoveries, Model};
 
-use crate::{Action, ReplyRace, PROPERTIES};
+use crate::{Action, ReplyRace, State, PROPERTIES};
+
+/// The peak memory [`DEFAULT_MAX_STATES`] keeps one search under, in the
+/// words every refusal uses.
+pub const MEMORY_BUDGET: &str = "2 GB";
+
+/// States a search may generate (duplicates included, as stateright counts
+/// them) before it stops: the one bound of the check, of the
+/// shortest-counterexample search and of `explain`'s search. At this bound
+/// the largest scenario the CLI accepts (16 virtqueues, 8 misses, qemu-9.1)
+/// peaks under [`MEMORY_BUDGET`] of resident memory (measured with
+/// `/usr/bin/time -v`; the README gives the figures).
+pub const DEFAULT_MAX_STATES: usize = 6_000_000;
 
 /// How to run a check.
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
     /// Checker threads; 1 gives shortest counterexamples and a deterministic run.
     pub threads: usize,
-    /// Print progress to standard error while checking.
+    /// Print progress to standard error while checking (plain lines, once a
+    /// second); [`check_with`] takes a callback instead.
     pub progress: bool,
     /// Stop after generating this many states, duplicates included (a bound
-    /// on memory); the verdict is then incomplete and claims no ✓.
+    /// on memory); the verdict is then incomplete and claims no ✓. `None`
+    /// means no bound at all.
     pub max_states: Option<usize>,
 }
 
 impl Default for CheckOptions {
+    /// One thread, no progress, the [`DEFAULT_MAX_STATES`] bound.
     fn default() -> Self {
-        CheckOptions { threads: 1, progress: false, max_states: None }
+        CheckOptions { threads: 1, progress: false, max_states: Some(DEFAULT_MAX_STATES) }
     }
+}
+
+/// Which part of a check is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Phase {
+    /// The exhaustive breadth-first check (stateright).
+    Checking,
+    /// The second breadth-first pass that finds each failing property's
+    /// shortest counterexample.
+    Counterexamples,
+}
+
+/// A snapshot of a running check, handed to [`check_with`]'s callback.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// The variant being checked.
+    pub variant: Variant,
+    /// Which pass.
+    pub phase: Phase,
+    /// States generated so far in this pass, duplicates included.
+    pub states: usize,
+    /// Unique states so far in this pass.
+    pub unique_states: usize,
+    /// Deepest path so far in this pass.
+    pub depth: usize,
+    /// The bound on `states`, if any.
+    pub max_states: Option<usize>,
+    /// Time since the check started.
+    pub elapsed: Duration,
+}
+
+/// What a check had found when it was stopped by its caller.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Interrupted {
+    /// The variant.
+    #[serde(serialize_with = "cli_name")]
+    pub variant: Variant,
+    /// The pass that was running.
+    pub phase: Phase,
+    /// Unique states explored by the exhaustive check so far.
+    pub unique_states: usize,
+    /// Deepest path so far.
+    pub max_depth: usize,
+    /// Properties with a violation found so far (their counterexamples were
+    /// not, or not all, computed).
+    pub failing: Vec<&'static str>,
+    /// Time until the interruption.
+    pub seconds: f64,
+}
+
+/// A variant as the CLI spells it (`qemu-9.1+fail-start`), in every JSON output.
+pub fn cli_name<S: serde::Serializer>(v: &Variant, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// One property's verdict.
@@ -51,6 +121,7 @@ pub struct PropertyVerdict {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Verdict {
     /// What was checked.
+    #[serde(serialize_with = "cli_name")]
     pub variant: Variant,
     /// On which scenario.
     pub scenario: Scenario,
@@ -63,8 +134,13 @@ pub struct Verdict {
     /// Wall-clock time of the run.
     pub seconds: f64,
     /// Whether the whole state space was explored (false only when
-    /// `max_states` stopped it, in which case no ✓ is claimed).
+    /// `max_states` stopped it, in which case no ✓ is claimed and no
+    /// counterexample is computed).
     pub complete: bool,
+    /// States generated, duplicates included (what `max_states` bounds).
+    pub generated_states: usize,
+    /// The bound the check ran under.
+    pub max_states: Option<usize>,
 }
 
 impl Verdict {
@@ -80,52 +156,137 @@ impl Verdict {
 }
 
 /// The checker every verdict (and the benchmarks) runs: `threads` threads,
-/// never stopping at the first discoveries, so it explores everything.
+/// never stopping at the first discoveries, so it explores everything, and
+/// stopping at [`DEFAULT_MAX_STATES`] generated states so that no caller can
+/// exhaust memory ([`check`] sets its own bound over this one).
 pub fn exhaustive(model: ReplyRace, threads: usize) -> CheckerBuilder<ReplyRace> {
-    model.checker().threads(threads.max(1)).finish_when(HasDiscoveries::AnyOf(BTreeSet::new()))
+    model
+        .checker()
+        .threads(threads.max(1))
+        .finish_when(HasDiscoveries::AnyOf(BTreeSet::new()))
+        .target_state_count(DEFAULT_MAX_STATES)
 }
 
-/// Checks `variant` on `scenario` exhaustively (breadth first).
+/// Checks `variant` on `scenario` exhaustively (breadth first); with
+/// `opts.progress`, a plain line on standard error once a second.
 pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdict {
+    let mut last = Instant::now();
+    let print = |p: &Progress| {
+        if opts.progress && last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let _ = writeln!(std::io::stderr(), "  {}", describe_progress(p));
+        }
+        ControlFlow::Continue(())
+    };
+    match check_with(variant, scenario, opts, print) {
+        Ok(v) => v,
+        Err(_) => unreachable!("the callback never stops the check"),
+    }
+}
+
+/// One line saying where a check is: "qemu-9.1: checking, 1234 unique states, depth 30, 1.0s".
+pub fn describe_progress(p: &Progress) -> String {
+    let what = match p.phase {
+        Phase::Checking => "checking",
+        Phase::Counterexamples => "shortest counterexamples",
+    };
+    format!(
+        "{}: {what}, {} unique states, depth {}, {:.1}s",
+        p.variant,
+        p.unique_states,
+        p.depth,
+        p.elapsed.as_secs_f64()
+    )
+}
+
+/// [`check`] with a callback, called about five times a second with the
+/// progress of each pass; returning `Break` stops the check and returns what
+/// it had found. After a `Break` in the first pass, stateright's checker
+/// threads run on in the background until they finish or reach the bound
+/// (stateright has no way to stop them); the caller is expected to exit.
+pub fn check_with(
+    variant: Variant,
+    scenario: Scenario,
+    opts: &CheckOptions,
+    mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<Verdict, Interrupted> {
     let model = ReplyRace::new(variant, scenario);
     let start = Instant::now();
     let mut builder = exhaustive(model, opts.threads);
-    if let Some(n) = opts.max_states {
-        builder = builder.target_state_count(n);
-    }
+    builder = builder.target_state_count(opts.max_states.unwrap_or(usize::MAX));
     let checker = builder.spawn_bfs();
-    // Without progress, `join` waits; with it, poll and report once a second.
-    let mut last_report = Instant::now();
-    while opts.progress && !checker.is_done() {
+    let failing_so_far = |c: &dyn Checker<ReplyRace>| -> Vec<&'static str> {
+        let d = c.discoveries();
+        PROPERTIES.iter().map(|(n, _)| *n).filter(|n| d.contains_key(n)).collect()
+    };
+    while !checker.is_done() {
         std::thread::sleep(Duration::from_millis(5));
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
-            let _ = writeln!(
-                std::io::stderr(),
-                "  {variant}: {} unique states, depth {}, {:.1}s",
-                checker.unique_state_count(),
-                checker.max_depth(),
-                start.elapsed().as_secs_f64()
-            );
+        let p = Progress {
+            variant,
+            phase: Phase::Checking,
+            states: checker.state_count(),
+            unique_states: checker.unique_state_count(),
+            depth: checker.max_depth(),
+            max_states: opts.max_states,
+            elapsed: start.elapsed(),
+        };
+        if on_progress(&p).is_break() {
+            return Err(Interrupted {
+                variant,
+                phase: Phase::Checking,
+                unique_states: p.unique_states,
+                max_depth: p.depth,
+                failing: failing_so_far(&checker),
+                seconds: start.elapsed().as_secs_f64(),
+            });
         }
     }
     let checker = checker.join();
     let unique_states = checker.unique_state_count();
+    let generated_states = checker.state_count();
     // stateright's target counts every generated state, duplicates included.
-    let complete = opts.max_states.is_none_or(|n| checker.state_count() < n);
-    let discoveries = checker.discoveries();
-    let model = checker.model();
+    let complete = opts.max_states.is_none_or(|n| generated_states < n);
+    let failing = failing_so_far(&checker);
+    // stateright keeps the last violating state it met, not the first; a
+    // second breadth-first pass finds the shortest paths. An incomplete
+    // check is refused by its callers, so it is not spent on.
+    let mut counterexamples: Vec<(&'static str, Vec<Action>)> = Vec::new();
+    if complete && !failing.is_empty() {
+        let model = checker.model();
+        let mut report = |states: usize, unique_states: usize, depth: usize| {
+            on_progress(&Progress {
+                variant,
+                phase: Phase::Counterexamples,
+                states,
+                unique_states,
+                depth,
+                max_states: opts.max_states,
+                elapsed: start.elapsed(),
+            })
+        };
+        match shortest_counterexamples(model, &failing, opts.max_states, &mut report) {
+            Ok(found) => counterexamples = found,
+            Err(_) => {
+                return Err(Interrupted {
+                    variant,
+                    phase: Phase::Counterexamples,
+                    unique_states,
+                    max_depth: checker.max_depth(),
+                    failing: failing.clone(),
+                    seconds: start.elapsed().as_secs_f64(),
+                })
+            }
+        }
+    }
     let properties = PROPERTIES
         .iter()
         .map(|(name, _)| {
-            // stateright keeps the last violating state it met, not the first;
-            // a second breadth-first pass finds the shortest path.
             let counterexample =
-                discoveries.get(name).map(|_| shortest_counterexample(model, name));
-            PropertyVerdict { name, holds: counterexample.is_none() && complete, counterexample }
+                counterexamples.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone());
+            PropertyVerdict { name, holds: complete && !failing.contains(name), counterexample }
         })
         .collect();
-    Verdict {
+    Ok(Verdict {
         variant,
         scenario,
         properties,
@@ -133,7 +294,18 @@ pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdi
         max_depth: checker.max_depth(),
         seconds: start.elapsed().as_secs_f64(),
         complete,
-    }
+        generated_states,
+        max_states: opts.max_states,
+    })
+}
+
+/// Why [`shortest_counterexamples`] stopped early, with what it had found.
+#[derive(Clone, Debug)]
+pub struct Stopped {
+    /// Whether it stopped at the state bound (else the callback stopped it).
+    pub at_bound: bool,
+    /// The counterexamples found before it stopped.
+    pub found: Vec<(&'static str, Vec<Action>)>,
 }
 
 /// The shortest path (fewest actions) to a state violating the property
@@ -142,48 +314,199 @@ pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdi
 /// here only become true in terminal states, so this is a path on which it
 /// never holds).
 ///
-/// Panics if the property has no counterexample: call it for discoveries only.
+/// Panics if the property has no counterexample within
+/// [`DEFAULT_MAX_STATES`]: call it for discoveries only.
 pub fn shortest_counterexample(model: &ReplyRace, name: &'static str) -> Vec<Action> {
-    use stateright::Expectation;
-    use std::collections::{HashMap, VecDeque};
-
-    let property = model.property(name);
-    let violates = |s: &crate::State| match property.expectation {
-        Expectation::Always => !(property.condition)(model, s),
-        Expectation::Eventually => model.is_stuck(s) && !(property.condition)(model, s),
-        Expectation::Sometimes => (property.condition)(model, s),
-    };
-    // (state, parent index, action from the parent)
-    let mut nodes: Vec<(crate::State, usize, Option<Action>)> = Vec::new();
-    let mut seen: HashMap<crate::State, ()> = HashMap::new();
-    let mut queue = VecDeque::new();
-    for s in model.init_states() {
-        seen.insert(s.clone(), ());
-        nodes.push((s, usize::MAX, None));
-        queue.push_back(nodes.len() - 1);
+    let found = shortest_counterexamples(model, &[name], Some(DEFAULT_MAX_STATES), |_, _, _| {
+        ControlFlow::Continue(())
+    });
+    match found {
+        Ok(mut v) if !v.is_empty() => v.remove(0).1,
+        _ => panic!("property {name:?} has no counterexample within the bound"),
     }
+}
+
+/// One breadth-first pass that finds the shortest counterexample of each of
+/// `names` (those without one are left out of the answer), stopping once
+/// every one is found, at `max_states` generated states, or when
+/// `on_progress(states, unique_states, depth)` (called every 65 536 states)
+/// says `Break`.
+///
+/// Memory: a visited state is kept as a 64-bit fingerprint and a parent link
+/// (about 30 bytes); only the breadth-first frontier holds whole states.
+pub fn shortest_counterexamples(
+    model: &ReplyRace,
+    names: &[&'static str],
+    max_states: Option<usize>,
+    mut on_progress: impl FnMut(usize, usize, usize) -> ControlFlow<()>,
+) -> Result<Vec<(&'static str, Vec<Action>)>, Stopped> {
+    use stateright::Expectation;
+
+    let properties: Vec<_> = names.iter().map(|n| model.property(n)).collect();
+    let violates = |p: &stateright::Property<ReplyRace>, s: &State| match p.expectation {
+        Expectation::Always => !(p.condition)(model, s),
+        Expectation::Eventually => model.is_stuck(s) && !(p.condition)(model, s),
+        Expectation::Sometimes => (p.condition)(model, s),
+    };
+    // Parent index and the action from the parent, per visited state.
+    let mut nodes: Vec<(u32, Option<Action>)> = Vec::new();
+    let mut seen: HashSet<u64, BuildHasherDefault<Identity>> = HashSet::default();
+    // (node index, depth, state): the frontier.
+    let mut queue: VecDeque<(u32, u32, State)> = VecDeque::new();
+    let mut found: Vec<(&'static str, Vec<Action>)> = Vec::new();
+    let mut generated = 0usize;
+    let mut depth = 0u32;
+    for s in model.init_states() {
+        generated += 1;
+        if seen.insert(fingerprint(&s)) {
+            nodes.push((u32::MAX, None));
+            queue.push_back((nodes.len() as u32 - 1, 0, s));
+        }
+    }
+    let path_to = |nodes: &[(u32, Option<Action>)], mut i: u32| {
+        let mut path = Vec::new();
+        while let (parent, Some(a)) = nodes[i as usize] {
+            path.push(a);
+            i = parent;
+        }
+        path.reverse();
+        path
+    };
     let mut actions = Vec::new();
-    while let Some(i) = queue.pop_front() {
-        if violates(&nodes[i].0) {
-            let mut path = Vec::new();
-            let mut j = i;
-            while let Some(a) = nodes[j].2 {
-                path.push(a);
-                j = nodes[j].1;
+    let mut next_report = 1usize << 16;
+    while let Some((i, d, state)) = queue.pop_front() {
+        depth = depth.max(d);
+        for (name, p) in names.iter().zip(&properties) {
+            if !found.iter().any(|(n, _)| n == name) && violates(p, &state) {
+                found.push((name, path_to(&nodes, i)));
             }
-            path.reverse();
-            return path;
+        }
+        if found.len() == names.len() {
+            break;
         }
         actions.clear();
-        model.actions(&nodes[i].0, &mut actions);
+        model.actions(&state, &mut actions);
         for &a in &actions {
-            if let Some(next) = model.next_state(&nodes[i].0, a) {
-                if seen.insert(next.clone(), ()).is_none() {
-                    nodes.push((next, i, Some(a)));
-                    queue.push_back(nodes.len() - 1);
-                }
+            let Some(next) = model.next_state(&state, a) else { continue };
+            generated += 1;
+            if seen.insert(fingerprint(&next)) {
+                nodes.push((i, Some(a)));
+                queue.push_back((nodes.len() as u32 - 1, d + 1, next));
+            }
+        }
+        if max_states.is_some_and(|n| generated >= n) {
+            return Err(Stopped { at_bound: true, found });
+        }
+        if generated >= next_report {
+            next_report = generated + (1 << 16);
+            if on_progress(generated, nodes.len(), depth as usize).is_break() {
+                return Err(Stopped { at_bound: false, found });
             }
         }
     }
-    panic!("property {name:?} has no counterexample")
+    // In `names` order.
+    found.sort_by_key(|(n, _)| names.iter().position(|m| m == n));
+    Ok(found)
+}
+
+/// A state's 64-bit fingerprint (as stateright keeps them): two states are
+/// taken as one if their fingerprints are equal; at the state counts here a
+/// collision has odds below one in a billion.
+fn fingerprint(s: &State) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// The hasher of a set of fingerprints: they are hashes already.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn largest() -> Scenario {
+        Scenario { virtqueues: 16, backend_misses: 8, ..Scenario::default() }
+    }
+
+    #[test]
+    fn a_check_stops_at_the_state_bound_and_claims_nothing() {
+        let opts = CheckOptions { max_states: Some(50_000), ..CheckOptions::default() };
+        let v = check("qemu-9.1".parse().unwrap(), largest(), &opts);
+        assert!(!v.complete);
+        // stateright looks at the bound after each block of 1 500 states.
+        assert!(
+            (50_000..50_000 + 1_500 * 8).contains(&v.generated_states),
+            "{}",
+            v.generated_states
+        );
+        assert!(v.properties.iter().all(|p| !p.holds && p.counterexample.is_none()));
+    }
+
+    #[test]
+    fn the_default_options_carry_the_default_bound() {
+        assert_eq!(CheckOptions::default().max_states, Some(DEFAULT_MAX_STATES));
+    }
+
+    #[test]
+    fn the_counterexample_search_stops_at_its_bound() {
+        let model = ReplyRace::new("qemu-9.1".parse().unwrap(), largest());
+        // The channel property fails only once every thread is done, far deeper than 10 000 states.
+        let r = shortest_counterexamples(
+            &model,
+            &["the channel is usable afterwards"],
+            Some(10_000),
+            |_, _, _| ControlFlow::Continue(()),
+        );
+        assert!(matches!(r, Err(Stopped { at_bound: true, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn one_pass_finds_the_same_shortest_counterexamples_as_one_pass_each() {
+        let model = ReplyRace::new("qemu-9.1".parse().unwrap(), Scenario::default());
+        let names: Vec<&'static str> = PROPERTIES.iter().map(|(n, _)| *n).collect();
+        let together =
+            shortest_counterexamples(&model, &names, None, |_, _, _| ControlFlow::Continue(()))
+                .unwrap();
+        assert!(together.len() >= 4, "{together:?}");
+        for (name, path) in &together {
+            let alone =
+                shortest_counterexamples(
+                    &model,
+                    &[name],
+                    None,
+                    |_, _, _| ControlFlow::Continue(()),
+                )
+                .unwrap();
+            assert_eq!(&alone[0].1, path, "{name}");
+        }
+        let reply = together.iter().find(|(n, _)| *n == "every reply reaches its requester");
+        assert_eq!(reply.map(|(_, p)| p.len()), Some(6));
+    }
+
+    #[test]
+    fn interrupting_a_check_returns_what_it_had() {
+        // A small bound: stateright's threads run on to it after the interruption.
+        let opts = CheckOptions { max_states: Some(100_000), ..CheckOptions::default() };
+        let r =
+            check_with("qemu-9.1".parse().unwrap(), largest(), &opts, |_| ControlFlow::Break(()));
+        let i = r.expect_err("the callback stops it");
+        assert_eq!(i.phase, Phase::Checking);
+        assert_eq!(i.variant.to_string(), "qemu-9.1");
+    }
 }

@@ -235,7 +235,8 @@ impl LogLine {
     }
 }
 
-/// How each modelled message begins: where a torn line is cut.
+/// How each modelled message begins (numbers follow): where a torn line
+/// is cut, and what makes a line that does not parse an unparsed message.
 const MESSAGE_STARTS: [&str; 6] = [
     "Failed to read msg ",
     "Received unexpected msg type.",
@@ -270,6 +271,16 @@ fn timestamp_len(s: &[u8]) -> Option<usize> {
 }
 
 impl LogLine {
+    /// Whether a line that [`LogLine::parse`] rejects still carries one of
+    /// the modelled messages' texts: a number too large for its field
+    /// (`Flags 0xffffffffffffffff`: QEMU prints a 32-bit value), a flags
+    /// word compared with something other than 0x5, a function name that
+    /// does not log that message. `explain` reports such lines as unparsed
+    /// instead of counting them as unrelated.
+    pub fn is_unparsed_message(line: &str) -> bool {
+        LogLine::parse(line).is_none() && MESSAGE_STARTS.iter().any(|m| line.contains(m))
+    }
+
     /// The modelled messages in a line that concurrent threads tore: two
     /// timestamps or program prefixes on one line, two messages glued
     /// together, a QEMU trace event in front of a message. The line is cut
@@ -483,5 +494,21 @@ qemu-kvm: vhost_user_postcopy_end: 4100,4133: Failed to receive reply to postcop
         ] {
             assert_eq!(LogLine::parse(l), None, "{l:?}");
         }
+    }
+
+    #[test]
+    fn numbers_that_overflow_are_unparsed_messages_not_unrelated_lines() {
+        for l in [
+            "qemu-kvm: vhost_user_read_header: 4100,4133: Failed to read msg header. Flags 0xffffffffffffffff instead of 0x5.",
+            "qemu-kvm: process_message_reply: 4100,4100: Received unexpected msg type. Expected 99999999999 received 30",
+            "qemu-kvm: Failed to read msg header. Size 4294967296 exceeds the maximum 4096.",
+        ] {
+            assert_eq!(LogLine::parse(l), None, "{l:?}");
+            assert!(LogLine::is_unparsed_message(l), "{l:?}");
+        }
+        let fits = "qemu-kvm: vhost_user_read_header: 4100,4133: Failed to read msg header. Flags 0xffffffff instead of 0x5.";
+        assert!(LogLine::parse(fits).is_some());
+        assert!(!LogLine::is_unparsed_message(fits));
+        assert!(!LogLine::is_unparsed_message("qemu-kvm: terminating on signal 15 from pid 1"));
     }
 }

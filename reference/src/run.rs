@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,8 @@ pub struct FailedRun {
 /// What [`run`] saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunReport {
-    /// The variant run.
+    /// The variant run, spelled as on the command line.
+    #[serde(serialize_with = "cli_name")]
     pub variant: Variant,
     /// The scenario run.
     pub scenario: Scenario,
@@ -78,6 +80,11 @@ pub struct RunReport {
     pub widen_race_window: bool,
     /// Iterations completed.
     pub iterations: u64,
+    /// Iterations asked for.
+    pub iterations_requested: u64,
+    /// Whether the caller stopped the run before it finished (the report
+    /// covers the iterations completed).
+    pub interrupted: bool,
     /// Runs that logged at least one line.
     pub runs_with_errors: u64,
     /// Runs in which a front-end thread was still blocked at the timeout.
@@ -93,6 +100,24 @@ pub struct RunReport {
     pub first_failure: Option<FailedRun>,
     /// Wall-clock time of the whole run, in milliseconds (information only).
     pub elapsed_ms: u64,
+}
+
+/// A variant as the CLI spells it (`qemu-9.1+fail-start`).
+fn cli_name<S: serde::Serializer>(v: &Variant, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Counts so far, handed to [`run_observed`]'s callback after each iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Iterations completed.
+    pub done: u64,
+    /// Iterations asked for.
+    pub of: u64,
+    /// Runs that logged at least one line so far.
+    pub runs_with_errors: u64,
+    /// Hangs so far.
+    pub hangs: u64,
 }
 
 impl RunReport {
@@ -116,6 +141,13 @@ impl fmt::Display for RunReport {
             self.iterations,
             if self.widen_race_window { " (race window widened)" } else { "" }
         )?;
+        if self.interrupted {
+            writeln!(
+                f,
+                "interrupted: {} of {} iterations completed; the counts below cover those",
+                self.iterations, self.iterations_requested
+            )?;
+        }
         writeln!(
             f,
             "scenario: {} virtqueues{}, postcopy end {}, {} back-end misses{}",
@@ -178,12 +210,27 @@ pub fn run_with(
     iterations: u64,
     opts: RunOptions,
 ) -> RunReport {
+    run_observed(variant, scenario, iterations, opts, |_| ControlFlow::Continue(()))
+}
+
+/// [`run_with`], calling `observe` after each iteration; `Break` ends the
+/// run there and the report (marked `interrupted`) covers the iterations
+/// completed.
+pub fn run_observed(
+    variant: Variant,
+    scenario: &Scenario,
+    iterations: u64,
+    opts: RunOptions,
+    mut observe: impl FnMut(&Tally) -> ControlFlow<()>,
+) -> RunReport {
     let start = Instant::now();
     let mut report = RunReport {
         variant,
         scenario: *scenario,
         widen_race_window: opts.widen_race_window,
         iterations: 0,
+        iterations_requested: iterations,
+        interrupted: false,
         runs_with_errors: 0,
         hangs: 0,
         setup_failures: 0,
@@ -194,6 +241,16 @@ pub fn run_with(
     };
     let mut seqs: BTreeMap<Vec<String>, u64> = BTreeMap::new();
     for i in 0..iterations {
+        let tally = Tally {
+            done: report.iterations,
+            of: iterations,
+            runs_with_errors: report.runs_with_errors,
+            hangs: report.hangs,
+        };
+        if observe(&tally).is_break() {
+            report.interrupted = true;
+            break;
+        }
         report.iterations += 1;
         let Some(one) = run_once(variant, scenario, &opts) else {
             report.setup_failures += 1;
@@ -230,6 +287,20 @@ struct OneRun {
     log: Vec<String>,
     hung: bool,
     backend_error: bool,
+    /// From the threads' start until all finished (or the hang timeout).
+    threads_time: Duration,
+}
+
+/// The slowest of `samples` healthy runs of `scenario`'s threads: the
+/// mutex variant (which neither races nor, without `NEED_REPLY` misses,
+/// deadlocks), its misses without `NEED_REPLY`, each with a 10 s timeout.
+/// A hang timeout below it calls runs that are merely slow hangs. `None` if
+/// no run could be set up.
+pub fn healthy_run_time(scenario: &Scenario, samples: u32) -> Option<Duration> {
+    let healthy = Scenario { miss_need_reply: false, ..*scenario };
+    let variant = Variant::new(crate::scenario::LockPolicy::Mutex);
+    let opts = RunOptions { hang_timeout: Duration::from_secs(10), ..RunOptions::default() };
+    (0..samples).filter_map(|_| run_once(variant, &healthy, &opts)).map(|r| r.threads_time).max()
 }
 
 /// Counts finished front-end threads, with a bounded wait for all of them.
@@ -257,7 +328,8 @@ fn run_once(variant: Variant, scenario: &Scenario, opts: &RunOptions) -> Option<
             })
         })
         .collect();
-    let deadline = Instant::now() + opts.hang_timeout;
+    let started = Instant::now();
+    let deadline = started + opts.hang_timeout;
     let mut hung = false;
     {
         let mut n = finished.count.lock();
@@ -270,11 +342,12 @@ fn run_once(variant: Variant, scenario: &Scenario, opts: &RunOptions) -> Option<
     }
     // Snapshot before the shutdown: lines logged after it are the
     // shutdown's, not the race's.
+    let threads_time = started.elapsed();
     let log = fe.record().rendered();
     fe.shutdown();
     for h in handles {
         let _ = Join::join(h);
     }
     let backend_error = !matches!(backend.join(), Ok(Ok(())));
-    Some(OneRun { log, hung, backend_error })
+    Some(OneRun { log, hung, backend_error, threads_time })
 }
