@@ -43,8 +43,8 @@ pub struct BackendArgs {
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// Fault injection: answer device start's IOTLB updates with the words
-    /// device start reads in a model counterexample (a `trace --json` file),
-    /// to replay it on QEMU. Not how any back-end behaves.
+    /// device start reads in a model counterexample (the JSON that `trace`
+    /// prints), to replay it on QEMU. Not how any back-end behaves.
     #[arg(long, value_name = "TRACE_JSON")]
     replay: Option<PathBuf>,
     /// Queue pairs announced in answer to GET_QUEUE_NUM.
