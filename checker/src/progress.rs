@@ -3,8 +3,8 @@
 //! not (a log file, a pipe, a test), and a flag that SIGINT raises so that a
 //! command can print what it finished before it exits.
 //!
-//! Leaves out: SIGTERM and other signals (they end the process as usual),
-//! and progress on standard output, which carries only results.
+//! Leaves out: signals other than SIGINT and SIGTERM (they end the process
+//! as usual), and progress on standard output, which carries only results.
 
 use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,21 +16,26 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// The exit code after an interruption (128 + SIGINT, as shells report it).
 pub const INTERRUPTED_EXIT: u8 = 130;
 
-/// Raised by the first SIGINT; a second SIGINT ends the process at once.
+/// Raised by the first SIGINT or SIGTERM; a second one ends the process at
+/// once.
 #[derive(Clone)]
 pub struct Interrupt(Arc<AtomicBool>);
 
 impl Interrupt {
-    /// Installs the SIGINT handler (once per process; the commands that
-    /// report partial work call it before they start).
+    /// Installs the handlers (the commands that report partial work call it
+    /// before they start).
     pub fn install() -> anyhow::Result<Interrupt> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
         let flag = Arc::new(AtomicBool::new(false));
-        let f = Arc::clone(&flag);
-        ctrlc::set_handler(move || {
-            if f.swap(true, Ordering::SeqCst) {
-                std::process::exit(i32::from(INTERRUPTED_EXIT));
-            }
-        })?;
+        for sig in [SIGINT, SIGTERM] {
+            // Registered first, so it sees the flag as the earlier signal left it.
+            signal_hook::flag::register_conditional_shutdown(
+                sig,
+                i32::from(INTERRUPTED_EXIT),
+                Arc::clone(&flag),
+            )?;
+            signal_hook::flag::register(sig, Arc::clone(&flag))?;
+        }
         Ok(Interrupt(flag))
     }
 

@@ -9,8 +9,7 @@
 
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,23 +19,24 @@ use reference::backend::{Backend, BackendConfig};
 use reference::transport::UnixTransport;
 use reference::wire::Request;
 
-/// Set by SIGINT or SIGTERM once [`catch_interrupts`] ran.
-static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+use crate::progress::Interrupt;
 
-/// From now on SIGINT and SIGTERM only set a flag: the QEMU commands then
+/// Raised by SIGINT or SIGTERM once [`catch_interrupts`] ran.
+static INTERRUPTED: OnceLock<Interrupt> = OnceLock::new();
+
+/// From now on SIGINT and SIGTERM only raise a flag: the QEMU commands then
 /// stop waiting, clean their processes and sockets up and report what they
 /// finished.
 pub fn catch_interrupts() -> Result<()> {
-    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(flag)).context("cannot catch signals")?;
+    if INTERRUPTED.get().is_none() {
+        let _ = INTERRUPTED.set(Interrupt::install()?);
     }
     Ok(())
 }
 
 /// Whether SIGINT or SIGTERM came.
 pub fn interrupted() -> bool {
-    INTERRUPTED.get().is_some_and(|f| f.load(Ordering::SeqCst))
+    INTERRUPTED.get().is_some_and(Interrupt::raised)
 }
 
 /// A back-end thread serving one QEMU.
