@@ -68,9 +68,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// From the process arguments.
-    pub fn from_args() -> Mode {
-        let args: Vec<String> = std::env::args().collect();
+    /// From the arguments cargo gives a `harness = false` bench target (the
+    /// program name left out): `--list`, then whether `--bench` is there
+    /// (cargo passes it to `cargo bench` runs, not to `cargo test
+    /// --benches`), then `--quick`.
+    pub fn from_args(args: &[String]) -> Mode {
         let has = |f: &str| args.iter().any(|a| a == f);
         if has("--list") {
             Mode::List
@@ -111,45 +113,14 @@ impl Mode {
     }
 }
 
-/// The benchmark name filter criterion was given (the first free argument),
-/// if any.
-pub fn name_filter() -> Option<String> {
-    let mut args = std::env::args().skip(1);
-    let mut filter = None;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            // Criterion options that take a value.
-            "--save-baseline"
-            | "--baseline"
-            | "--baseline-lenient"
-            | "--load-baseline"
-            | "--sample-size"
-            | "--warm-up-time"
-            | "--measurement-time"
-            | "--nresamples"
-            | "--noise-threshold"
-            | "--confidence-level"
-            | "--significance-level"
-            | "--profile-time"
-            | "--plotting-backend"
-            | "--output-format"
-            | "--color"
-            | "-c"
-            | "--format"
-            | "--logfile"
-            | "--skip" => {
-                args.next();
-            }
-            s if s.starts_with('-') => {}
-            s => filter = Some(s.to_string()),
-        }
-    }
-    filter
-}
-
-/// Whether `name` passes criterion's substring filter.
-pub fn selected(name: &str) -> bool {
-    name_filter().is_none_or(|f| name.contains(&f))
+/// Whether a bench target named `name` runs under `args`: yes when no
+/// free argument (one not starting with `-`) is given, else when one of
+/// them is a substring of `name`. A value of a flag (`--sample-size 10`)
+/// counts as a free argument here and usually deselects: name the target
+/// with `--bench` instead of combining criterion's options with this table.
+pub fn filter_selects(args: &[String], name: &str) -> bool {
+    let mut free = args.iter().filter(|a| !a.starts_with('-')).peekable();
+    free.peek().is_none() || free.any(|f| name.contains(f.as_str()))
 }
 
 // ----- the ceiling -----------------------------------------------------------
@@ -653,6 +624,18 @@ mod tests {
         let r = ReferencePeer::new(MUTEX).unwrap();
         r.set_vring_num();
         assert_eq!(r.get_features(), reference::backend::BACKEND_FEATURES);
+    }
+
+    #[test]
+    fn a_free_argument_filters_by_substring() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(filter_selects(&args(&["--bench", "--quick"]), "summary"));
+        assert!(filter_selects(&args(&["--bench", "summ"]), "summary"));
+        assert!(!filter_selects(&args(&["--bench", "limit"]), "summary"));
+        assert_eq!(Mode::from_args(&args(&["--bench", "--quick"])), Mode::Quick);
+        assert_eq!(Mode::from_args(&args(&["--bench"])), Mode::Full);
+        assert_eq!(Mode::from_args(&args(&[])), Mode::Test);
+        assert_eq!(Mode::from_args(&args(&["--bench", "--list"])), Mode::List);
     }
 
     #[test]

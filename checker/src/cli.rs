@@ -4,7 +4,7 @@
 //!
 //! Leaves out: configuration files; every knob is a flag.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 
 use std::ops::ControlFlow;
@@ -77,6 +77,10 @@ enum Command {
         /// Property name (as in the matrix) or its column title.
         #[arg(long)]
         property: String,
+        /// Also print the Explorer link that opens this counterexample
+        /// (with `explore` running on the default address).
+        #[arg(long)]
+        explore_link: bool,
         #[command(flatten)]
         scenario: ScenarioArgs,
         #[command(flatten)]
@@ -131,12 +135,42 @@ enum Command {
         /// Variant.
         #[arg(long)]
         variant: Variant,
-        /// Address to listen on (loopback only).
-        #[arg(long, default_value = "127.0.0.1:3000")]
-        addr: SocketAddr,
+        /// Address to listen on, HOST:PORT (a loopback address or a name
+        /// that resolves only to loopback, e.g. localhost:3000; port 0 picks one).
+        #[arg(long, default_value = EXPLORE_ADDR)]
+        addr: String,
         #[command(flatten)]
         scenario: ScenarioArgs,
     },
+}
+
+/// Where `explore` listens unless told otherwise.
+const EXPLORE_ADDR: &str = "127.0.0.1:3000";
+
+/// The address `explore` serves on: `addr` resolved, every address it
+/// names a loopback one, and one of them free (bound here and released, so
+/// that a port in use is a one-line error rather than a panic inside the
+/// Explorer; with port 0 the port the system picked).
+fn explore_addr(addr: &str) -> Result<SocketAddr> {
+    let resolved: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| format!("--addr {addr}: not a HOST:PORT that resolves"))?
+        .collect();
+    if resolved.is_empty() {
+        bail!("--addr {addr}: the name resolves to no address");
+    }
+    if let Some(a) = resolved.iter().find(|a| !a.ip().is_loopback()) {
+        bail!("the Explorer serves on loopback addresses only; --addr {addr} names {}", a.ip());
+    }
+    let mut last_err = None;
+    for a in &resolved {
+        match TcpListener::bind(a) {
+            Ok(l) => return Ok(l.local_addr()?),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let e = last_err.expect("at least one address was tried");
+    bail!("cannot listen on {addr}: {e}")
 }
 
 /// The scenario knobs, one flag each.
@@ -324,7 +358,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 emit(&output::counterexamples(&rows))?;
             }
         }
-        Some(Command::Trace { variant, property, scenario, check }) => {
+        Some(Command::Trace { variant, property, explore_link, scenario, check }) => {
             let scenario = scenario.scenario()?;
             let Some(&(name, _)) = PROPERTIES.iter().find(|(name, title)| {
                 *name == property || *title == property || output::column(title) == property
@@ -344,9 +378,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             };
             let p = row.property(name).expect("every property has a verdict");
             let model = ReplyRace::new(variant, scenario);
+            let link = p.counterexample.as_deref().filter(|_| explore_link).map(|a| {
+                // With the reports already due, as the diagram shows the path.
+                let due = model::trace::pending_reports(&model::trace::final_state(&model, a));
+                let fragment = model::explorer::explore_fragment(&model, &[a, &due[..]].concat())
+                    .expect("a counterexample is a path of the model");
+                format!("http://{EXPLORE_ADDR}/{fragment}")
+            });
             if check.json {
                 let steps = p.counterexample.as_deref().map(|a| model::trace::steps(&model, a));
-                let doc = serde_json::json!({
+                let mut doc = serde_json::json!({
                     "variant": variant.to_string(),
                     "scenario": scenario,
                     "property": name,
@@ -354,6 +395,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     "actions": p.counterexample,
                     "steps": steps,
                 });
+                if let Some(link) = &link {
+                    doc["explore_link"] = serde_json::json!(link);
+                }
                 emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
             } else {
                 match &p.counterexample {
@@ -365,6 +409,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         "{variant}: \"{name}\" fails; shortest counterexample:\n\n{}",
                         model::trace::render(&model, actions)
                     ))?,
+                }
+                if let Some(link) = &link {
+                    let flags = model::explorer::scenario_flags(&scenario);
+                    let sep = if flags.is_empty() { "" } else { " " };
+                    emit(&format!(
+                        "\nIn the Explorer: start `vhost-race explore --variant {variant}{sep}{flags}`, then open\n{link}\n"
+                    ))?;
                 }
             }
         }
@@ -424,13 +475,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::QemuMatrix(args)) => return crate::qemu_matrix::run(args),
         Some(Command::Explain(args)) => return crate::explain::run(args),
         Some(Command::Explore { variant, addr, scenario }) => {
-            if !addr.ip().is_loopback() {
-                bail!("the Explorer serves on loopback addresses only, not {addr}");
-            }
             let scenario = scenario.scenario()?;
-            eprintln!("Explorer for {variant} on http://{addr}/ (Ctrl-C to stop)");
+            let addr = explore_addr(&addr)?;
             use stateright::Model as _;
-            ReplyRace::new(variant, scenario).checker().serve(addr);
+            let checker = ReplyRace::new(variant, scenario).checker();
+            let server = std::thread::spawn(move || {
+                checker.serve(addr);
+            });
+            // Say where only once the server accepts; if another process
+            // took the port since `explore_addr` freed it, stateright's
+            // server thread ends (with its panic message) and this is the error.
+            while TcpStream::connect(addr).is_err() {
+                if server.is_finished() {
+                    bail!("cannot listen on {addr}: the port was taken by another process");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            eprintln!(
+                "Explorer for {variant} ({}) on http://{addr}/ (Ctrl-C to stop)",
+                scenario.describe()
+            );
+            if server.join().is_err() {
+                bail!("the Explorer's server stopped");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

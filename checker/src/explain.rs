@@ -19,7 +19,6 @@ use model::ReplyRace;
 use reference::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 
 use crate::cli::{emit, BoundArgs, ScenarioArgs};
-use crate::output::describe_scenario;
 use crate::progress::{Interrupt, Meter, INTERRUPTED_EXIT};
 
 /// The largest log `explain` reads, in bytes (a QEMU log of an incident is
@@ -393,7 +392,7 @@ fn text_report(
                     e.variant,
                     kind_text(f),
                     f.actions.len(),
-                    describe_scenario(&f.scenario)
+                    f.scenario.describe()
                 );
                 if !f.tids.is_empty() {
                     let tids: Vec<String> =

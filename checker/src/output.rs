@@ -9,37 +9,6 @@ use model::verdict::Verdict;
 use model::{ReplyRace, PROPERTIES};
 use reference::scenario::Scenario;
 
-/// One-line description of a scenario.
-pub fn describe_scenario(s: &Scenario) -> String {
-    let mut parts = Vec::new();
-    if s.device_start {
-        parts.push(format!(
-            "device start: {} IOTLB update{}{}",
-            s.virtqueues,
-            if s.virtqueues == 1 { "" } else { "s" },
-            if s.device_start_holds_bql { " under the BQL" } else { " without the BQL" }
-        ));
-    }
-    if s.postcopy_end {
-        parts.push("postcopy end".to_string());
-    }
-    if s.backend_misses > 0 {
-        parts.push(format!(
-            "{} back-end miss{} {}",
-            s.backend_misses,
-            if s.backend_misses == 1 { "" } else { "es" },
-            if s.miss_need_reply { "with NEED_REPLY" } else { "without NEED_REPLY" }
-        ));
-    }
-    if s.short_reads {
-        parts.push("short reads".to_string());
-    }
-    if s.device_stop && s.device_start {
-        parts.push("device stop at quit".to_string());
-    }
-    parts.join(", ")
-}
-
 /// A property's column header in the matrix: its title, phrased so that ✓
 /// reads as the good outcome ("deadlock" becomes "no deadlock").
 pub fn column(title: &str) -> String {
@@ -52,7 +21,7 @@ pub fn column(title: &str) -> String {
 /// The matrix, with a legend of the column titles.
 pub fn matrix(scenario: &Scenario, rows: &[Verdict]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Scenario: {}\n", describe_scenario(scenario));
+    let _ = writeln!(out, "Scenario: {}\n", scenario.describe());
     let _ = write!(out, "{:<28}", "variant");
     let headers: Vec<String> = PROPERTIES.iter().map(|(_, t)| column(t)).collect();
     let width = |h: &String| h.chars().count().max(8);

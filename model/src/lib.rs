@@ -55,6 +55,7 @@ use reference::wire::{self, BackendRequest, Header, Request};
 use stateright::{Model, Property};
 
 pub mod explain;
+pub mod explorer;
 pub mod replay;
 pub mod trace;
 pub mod verdict;
@@ -834,8 +835,16 @@ impl Model for ReplyRace {
         ]
     }
 
+    fn format_action(&self, action: &Action) -> String {
+        explorer::format_action(action)
+    }
+
     fn format_step(&self, last: &State, action: Action) -> Option<String> {
-        Some(trace::describe(self, last, action))
+        explorer::format_step(self, last, action)
+    }
+
+    fn as_svg(&self, path: stateright::Path<State, Action>) -> Option<String> {
+        explorer::as_svg(self, path)
     }
 }
 

@@ -302,7 +302,9 @@ pub fn render(model: &ReplyRace, actions: &[Action]) -> String {
     out
 }
 
-fn wrap(text: &str, width: usize) -> Vec<String> {
+/// `text` cut at spaces into lines of at most `width` characters (a word
+/// longer than `width` gets a line of its own).
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut cur = String::new();
     for word in text.split(' ') {

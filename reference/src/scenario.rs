@@ -241,6 +241,39 @@ pub enum ScenarioError {
 }
 
 impl Scenario {
+    /// The scenario in words, as every output names it: "device start: 2
+    /// IOTLB updates under the BQL, postcopy end, 1 back-end miss without
+    /// NEED_REPLY".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.device_start {
+            parts.push(format!(
+                "device start: {} IOTLB update{} {}",
+                self.virtqueues,
+                if self.virtqueues == 1 { "" } else { "s" },
+                if self.device_start_holds_bql { "under the BQL" } else { "without the BQL" }
+            ));
+        }
+        if self.postcopy_end {
+            parts.push("postcopy end".to_string());
+        }
+        if self.backend_misses > 0 {
+            parts.push(format!(
+                "{} back-end miss{} {}",
+                self.backend_misses,
+                if self.backend_misses == 1 { "" } else { "es" },
+                if self.miss_need_reply { "with NEED_REPLY" } else { "without NEED_REPLY" }
+            ));
+        }
+        if self.short_reads {
+            parts.push("short reads".to_string());
+        }
+        if self.device_stop && self.device_start {
+            parts.push("device stop at quit".to_string());
+        }
+        parts.join(", ")
+    }
+
     /// Checks the bounds every tool shares.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         if self.device_start && self.virtqueues == 0 {
