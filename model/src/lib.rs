@@ -557,8 +557,13 @@ impl ReplyRace {
                     Err(e) => unreachable!("reply validation gives flags or size errors: {e}"),
                 };
                 if let Some(e) = err {
-                    // vhost_user_read fails without reading the payload.
+                    // vhost_user_read fails without reading the payload; a
+                    // failed IOTLB update fails device start (QEMU 9.2),
+                    // whichever check failed.
                     t.call_failed = true;
+                    if role == ThreadRole::DeviceStart && t.expect == Request::IotlbMsg as u32 {
+                        t.start_failed = true;
+                    }
                     t.pc += 2;
                     t.pending_log = Some(e);
                     self.settle(s, role);

@@ -646,26 +646,74 @@ fn counterexample_default_qemu_9_1_fail_start_no_error_is_logged() {
     );
 }
 
+/// A true silent swap: the main loop reads the POSTCOPY_END reply for its
+/// miss answer, so its own IOTLB ack stays on the socket and device start
+/// reads it, whole and well-formed, for its first update; device start logs
+/// nothing and reports success on an ack that was not its own.
 #[test]
 fn counterexample_default_qemu_9_1_fail_start_device_start_succeeds_only_on_its_own_acks() {
+    let path = vec![
+        Step(PostcopyListen),
+        Step(PostcopyListen),
+        BackendHandle,
+        BackendSendMiss,
+        ServeBackendChannel,
+        Step(MainLoop),
+        Read(MainLoop, 3),
+        Read(MainLoop, 2),
+        LogReadError(MainLoop),
+        Step(MainLoop),
+        Step(MainLoop),
+        Step(MainLoop),
+        Step(DeviceStart),
+        Step(DeviceStart),
+        BackendHandle,
+        Read(DeviceStart, 3),
+        Read(DeviceStart, 2),
+        Step(DeviceStart),
+        BackendHandle,
+        Read(DeviceStart, 3),
+        Read(DeviceStart, 2),
+        Step(DeviceStart),
+    ];
+    let scenario = Scenario::default();
     assert_counterexample(
         "qemu-9.1+fail-start",
-        Scenario::default(),
+        scenario,
         "device start succeeds only on its own acks",
-        vec![
-            Step(DeviceStart),
-            Step(DeviceStart),
-            Step(PostcopyListen),
-            Step(PostcopyListen),
-            BackendHandle,
-            Read(PostcopyListen, 3),
-            BackendHandle,
-            Read(DeviceStart, 3),
-            LogReadError(DeviceStart),
-            Step(DeviceStart),
-            Step(DeviceStart),
-        ],
+        path.clone(),
     );
+    let model = ReplyRace::new("qemu-9.1+fail-start".parse().unwrap(), scenario);
+    let end = model::trace::final_state(&model, &path);
+    let ds = end.thread(DeviceStart);
+    assert_eq!(ds.reported_success, Some(true));
+    assert!(!ds.start_failed && ds.own_acks == 1, "one of its two acks was the main loop's");
+    assert!(end.log.iter().all(|(role, _)| *role != DeviceStart), "device start logged nothing");
+}
+
+/// With fail-start, a device start whose header check failed reports
+/// failure: no "start ok" counterexample of any scenario ends with device
+/// start having logged a failed check of its own IOTLB call.
+#[test]
+fn with_fail_start_a_failed_header_check_fails_device_start() {
+    for scenario in [
+        Scenario::default(),
+        Scenario { device_start_holds_bql: false, ..Scenario::default() },
+        Scenario { short_reads: true, ..Scenario::default() },
+        Scenario { backend_misses: 0, ..Scenario::default() },
+    ] {
+        let v = verdict("qemu-9.1+fail-start", scenario);
+        let p = v.property("device start succeeds only on its own acks").unwrap();
+        let Some(path) = &p.counterexample else { continue };
+        let model = ReplyRace::new("qemu-9.1+fail-start".parse().unwrap(), scenario);
+        let end = model::trace::final_state(&model, path);
+        let ds = end.thread(DeviceStart);
+        assert!(!ds.start_failed, "{scenario:?}: a failed start is not a success");
+        assert!(
+            end.log.iter().all(|(role, _)| *role != DeviceStart),
+            "{scenario:?}: device start logged a failure and still reported success"
+        );
+    }
 }
 
 #[test]
