@@ -58,6 +58,7 @@ as_root() {
 all_variants=(qemu-9.1)
 for p in "$patches"/*.patch; do
     [ -e "$p" ] || continue
+    [ "$(basename "$p")" != qemu-9.1.patch ] || die "$p: qemu-9.1 is the unpatched build"
     all_variants+=("$(basename "$p" .patch)")
 done
 if [ "$#" -gt 0 ]; then variants=("$@"); else variants=("${all_variants[@]}"); fi
