@@ -48,6 +48,11 @@ pub struct QemuMatrixArgs {
     /// With --cache: only these variants (repeatable).
     #[arg(long = "variant", value_name = "VARIANT")]
     variants: Vec<Variant>,
+    /// With --cache: first build (or find cached) the variants with this
+    /// checkout's `qemu/build-variants.sh` into the cache, so that one
+    /// command gives the table from nothing.
+    #[arg(long, requires = "cache")]
+    build: bool,
     /// Migrations per variant.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
@@ -86,6 +91,32 @@ pub struct Row {
     pub qemu_miss: String,
     /// Whether both cells agree with the model.
     pub agree: bool,
+}
+
+/// Runs this checkout's `qemu/build-variants.sh` for `variants` (all when
+/// empty) with `cache` as its cache; its progress goes to stderr (stdout is the table).
+fn build_variants(cache: &std::path::Path, variants: &[Variant]) -> Result<()> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu/build-variants.sh");
+    if !script.is_file() {
+        bail!("{} not found: --build needs the checkout it was built from", script.display());
+    }
+    // The script names QEMU 9.2's patch alone.
+    let names: Vec<String> = variants
+        .iter()
+        .map(|v| v.to_string())
+        .map(|v| if v == "qemu-9.1+fail-start" { "fail-start".to_string() } else { v })
+        .collect();
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .args(&names)
+        .env("VHOST_RACE_QEMU_CACHE", cache)
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
 }
 
 /// The binaries `qemu/build-variants.sh` left in `cache`, newest per variant.
@@ -142,6 +173,9 @@ fn model_postcopy(variant: Variant) -> String {
 /// does not (a finding to explain), 2 when nothing could run.
 pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
     catch_interrupts()?;
+    if let (true, Some(cache)) = (args.build, &args.cache) {
+        build_variants(cache, &args.variants)?;
+    }
     let mut binaries: Vec<(Variant, PathBuf)> = if let Some(cache) = &args.cache {
         let mut b = cached_binaries(cache)?;
         b.extend(args.binaries.iter().map(|b| parse_binary(b)).collect::<Result<Vec<_>>>()?);
