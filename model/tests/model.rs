@@ -652,20 +652,81 @@ fn counterexample_default_qemu_9_1_fail_start_device_start_succeeds_only_on_its_
         "qemu-9.1+fail-start",
         Scenario::default(),
         "device start succeeds only on its own acks",
-        vec![
-            Step(DeviceStart),
-            Step(DeviceStart),
-            Step(PostcopyListen),
-            Step(PostcopyListen),
-            BackendHandle,
-            Read(PostcopyListen, 3),
-            BackendHandle,
-            Read(DeviceStart, 3),
-            LogReadError(DeviceStart),
-            Step(DeviceStart),
-            Step(DeviceStart),
-        ],
+        fail_start_silent_swap(),
     );
+}
+
+/// The shortest `start ok` counterexample of `qemu-9.1+fail-start`: the main
+/// loop takes POSTCOPY_END's reply, device start takes the main loop's
+/// IOTLB_MSG reply for vq 0 and its own vq 0 reply for vq 1.
+fn fail_start_silent_swap() -> Vec<Action> {
+    vec![
+        Step(PostcopyListen),
+        Step(PostcopyListen),
+        BackendHandle,
+        BackendSendMiss,
+        ServeBackendChannel,
+        Step(MainLoop),
+        Read(MainLoop, 3),
+        Read(MainLoop, 2),
+        LogReadError(MainLoop),
+        Step(MainLoop),
+        Step(MainLoop),
+        Step(MainLoop),
+        Step(DeviceStart),
+        Step(DeviceStart),
+        BackendHandle,
+        Read(DeviceStart, 3),
+        Read(DeviceStart, 2),
+        Step(DeviceStart),
+        BackendHandle,
+        Read(DeviceStart, 3),
+        Read(DeviceStart, 2),
+        Step(DeviceStart),
+    ]
+}
+
+#[test]
+fn the_fail_start_start_ok_counterexample_is_a_silent_swap() {
+    // Device start reports success, no update of it failed, it logged
+    // nothing, and yet one of its two acks was not its own.
+    let model = ReplyRace::new("qemu-9.1+fail-start".parse().unwrap(), Scenario::default());
+    let s = model::trace::final_state(&model, &fail_start_silent_swap());
+    let t = s.thread(DeviceStart);
+    assert_eq!(t.reported_success, Some(true));
+    assert!(!t.start_failed);
+    assert_eq!(t.own_acks, 1);
+    assert!(s.log.iter().all(|(role, _)| *role != DeviceStart));
+}
+
+#[test]
+fn a_failed_header_check_fails_a_fail_start_device_start() {
+    // Device start reads the ack and the next reply's first word as a header
+    // (flags 0x0): vhost_user_read fails, so QEMU 9.2's vhost_dev_start fails.
+    let model = ReplyRace::new("qemu-9.1+fail-start".parse().unwrap(), Scenario::default());
+    let actions = vec![
+        Step(DeviceStart),
+        Step(DeviceStart),
+        Step(PostcopyListen),
+        Step(PostcopyListen),
+        BackendHandle,
+        Read(PostcopyListen, 3),
+        BackendHandle,
+        Read(DeviceStart, 3),
+        LogReadError(DeviceStart),
+        Step(DeviceStart),
+        Step(DeviceStart),
+    ];
+    let s = model::trace::final_state(&model, &actions);
+    let t = s.thread(DeviceStart);
+    assert!(t.start_failed);
+    assert_eq!(t.reported_success, Some(false));
+    // Without fail-start (QEMU 9.1) the same path logs the same lines and
+    // device start goes on to vq 1's update.
+    let plain = ReplyRace::new("qemu-9.1".parse().unwrap(), Scenario::default());
+    let s91 = model::trace::final_state(&plain, &actions[..10]);
+    assert_eq!(s91.log, s.log);
+    assert_eq!(plain.current_op(s91.thread(DeviceStart)), Some(model::Op::WriteIotlbUpdate(1)));
 }
 
 #[test]
