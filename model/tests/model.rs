@@ -8,10 +8,87 @@ use model::verdict::{check, CheckOptions, Verdict};
 use model::Action::{self, *};
 use model::{ReplyRace, PROPERTIES};
 use reference::scenario::{Scenario, ThreadRole::*, Variant};
-use stateright::{Checker, Model};
+use stateright::{Checker, HasDiscoveries, Model};
+use std::collections::BTreeSet;
 
 fn verdict(variant: &str, scenario: Scenario) -> Verdict {
     check(variant.parse().unwrap(), scenario, &CheckOptions::default())
+}
+
+/// One pinned verdict row: the scenario (as the checker's flags), the
+/// variant, the properties that fail (by their matrix column title; every
+/// other property holds), and the exact unique-state count and depth of the
+/// complete breadth-first check.
+struct Row {
+    flags: &'static str,
+    variant: &'static str,
+    fails: &'static [&'static str],
+    states: usize,
+    depth: usize,
+}
+
+/// Every pinned row, as `cargo run --release -- <flags>` prints it.
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    Row { flags: "", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 7_157, depth: 30 },
+    Row { flags: "", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_353, depth: 29 },
+    Row { flags: "", variant: "mutex", fails: &[], states: 288, depth: 32 },
+    Row { flags: "", variant: "mutex+fail-start", fails: &[], states: 288, depth: 32 },
+    Row { flags: "", variant: "bql-listen", fails: &[], states: 126, depth: 26 },
+    Row { flags: "", variant: "bql-listen+fail-start", fails: &[], states: 126, depth: 26 },
+    Row { flags: "", variant: "bql-postcopy-end", fails: &[], states: 165, depth: 26 },
+    Row { flags: "", variant: "bql-postcopy-end+fail-start", fails: &[], states: 165, depth: 26 },
+    Row { flags: "", variant: "qemu-10.2", fails: &[], states: 221, depth: 27 },
+    Row { flags: "", variant: "qemu-10.2+fail-start", fails: &[], states: 221, depth: 27 },
+    Row { flags: "--miss-need-reply", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 3_583, depth: 31 },
+    Row { flags: "--miss-need-reply", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 1_235, depth: 29 },
+    Row { flags: "--miss-need-reply", variant: "mutex", fails: &["deadlock", "finishes"], states: 168, depth: 26 },
+    Row { flags: "--miss-need-reply", variant: "mutex+fail-start", fails: &["deadlock", "finishes"], states: 168, depth: 26 },
+    Row { flags: "--miss-need-reply", variant: "bql-listen", fails: &["deadlock", "finishes"], states: 76, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "bql-listen+fail-start", fails: &["deadlock", "finishes"], states: 76, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "bql-postcopy-end", fails: &["deadlock", "finishes"], states: 98, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "bql-postcopy-end+fail-start", fails: &["deadlock", "finishes"], states: 98, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "qemu-10.2", fails: &["deadlock", "finishes"], states: 124, depth: 22 },
+    Row { flags: "--miss-need-reply", variant: "qemu-10.2+fail-start", fails: &["deadlock", "finishes"], states: 124, depth: 22 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 434_755, depth: 28 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 66_747, depth: 27 },
+    Row { flags: "--device-start-without-bql", variant: "mutex", fails: &[], states: 369, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "mutex+fail-start", fails: &[], states: 369, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-listen", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 18_770, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-listen+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_867, depth: 29 },
+    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_221, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_139, depth: 29 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-10.2", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_763, depth: 31 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-10.2+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_486, depth: 30 },
+    Row { flags: "--short-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 167_224, depth: 38 },
+    Row { flags: "--short-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 50_449, depth: 34 },
+    Row { flags: "--short-reads", variant: "mutex", fails: &[], states: 423, depth: 32 },
+    Row { flags: "--short-reads", variant: "mutex+fail-start", fails: &[], states: 423, depth: 32 },
+    Row { flags: "--short-reads", variant: "bql-listen", fails: &[], states: 192, depth: 26 },
+    Row { flags: "--short-reads", variant: "bql-listen+fail-start", fails: &[], states: 192, depth: 26 },
+    Row { flags: "--short-reads", variant: "bql-postcopy-end", fails: &[], states: 255, depth: 26 },
+    Row { flags: "--short-reads", variant: "bql-postcopy-end+fail-start", fails: &[], states: 255, depth: 26 },
+    Row { flags: "--short-reads", variant: "qemu-10.2", fails: &[], states: 341, depth: 27 },
+    Row { flags: "--short-reads", variant: "qemu-10.2+fail-start", fails: &[], states: 341, depth: 27 },
+];
+
+/// The scenario of a row's flags.
+fn scenario(flags: &str) -> Scenario {
+    let mut s = Scenario::default();
+    for flag in flags.split_whitespace() {
+        match flag {
+            "--miss-need-reply" => s.miss_need_reply = true,
+            "--device-start-without-bql" => s.device_start_holds_bql = false,
+            "--short-reads" => s.short_reads = true,
+            _ => panic!("unknown flag {flag}"),
+        }
+    }
+    s
+}
+
+/// The property named by a matrix column title.
+fn property(title: &str) -> &'static str {
+    PROPERTIES.iter().find(|(_, t)| *t == title).unwrap_or_else(|| panic!("no column {title}")).0
 }
 
 /// Asserts a whole row: which properties hold, unique states, depth.
@@ -22,6 +99,34 @@ fn assert_row(variant: &str, scenario: Scenario, holds: [bool; 7], states: usize
     assert_eq!(got, holds, "{variant}: verdicts in PROPERTIES order");
     assert_eq!(v.unique_states, states, "{variant}: unique states");
     assert_eq!(v.max_depth, depth, "{variant}: depth");
+}
+
+#[test]
+fn every_pinned_row_is_what_the_checker_finds() {
+    for r in ROWS {
+        let holds = PROPERTIES.map(|(_, title)| !r.fails.contains(&title));
+        let v = verdict(r.variant, scenario(r.flags));
+        let what = format!("{} {}", r.variant, r.flags);
+        assert!(v.complete, "{what}: complete");
+        for (p, want) in v.properties.iter().zip(holds) {
+            assert_eq!(p.holds, want, "{what}: {}", p.name);
+        }
+        assert_eq!(v.unique_states, r.states, "{what}: unique states");
+        assert_eq!(v.max_depth, r.depth, "{what}: depth");
+    }
+}
+
+#[test]
+fn depth_first_search_finds_every_pinned_state_count() {
+    // An independent count: stateright's depth-first search visits the same
+    // reachable states as the breadth-first search the rows come from. Both
+    // run to the end (no stop on the first discoveries).
+    for r in ROWS {
+        let model = ReplyRace::new(r.variant.parse().unwrap(), scenario(r.flags));
+        let dfs =
+            model.checker().finish_when(HasDiscoveries::AnyOf(BTreeSet::new())).spawn_dfs().join();
+        assert_eq!(dfs.unique_state_count(), r.states, "{} {}: DFS", r.variant, r.flags);
+    }
 }
 
 /// Asserts that `actions` is the shortest counterexample the checker reports
@@ -39,440 +144,6 @@ fn assert_counterexample(
     let model = ReplyRace::new(variant.parse::<Variant>().unwrap(), scenario);
     let checker = model.checker().spawn_bfs().join();
     checker.assert_discovery(property, actions);
-}
-
-#[test]
-fn row_default_qemu_9_1() {
-    assert_row(
-        "qemu-9.1",
-        Scenario::default(),
-        [false, false, false, false, true, true, false],
-        7_157,
-        30,
-    );
-}
-
-#[test]
-fn row_default_qemu_9_1_fail_start() {
-    assert_row(
-        "qemu-9.1+fail-start",
-        Scenario::default(),
-        [false, false, false, false, true, true, false],
-        3_353,
-        29,
-    );
-}
-
-#[test]
-fn row_default_mutex() {
-    assert_row("mutex", Scenario::default(), [true, true, true, true, true, true, true], 288, 32);
-}
-
-#[test]
-fn row_default_mutex_fail_start() {
-    assert_row(
-        "mutex+fail-start",
-        Scenario::default(),
-        [true, true, true, true, true, true, true],
-        288,
-        32,
-    );
-}
-
-#[test]
-fn row_default_bql_listen() {
-    assert_row(
-        "bql-listen",
-        Scenario::default(),
-        [true, true, true, true, true, true, true],
-        126,
-        26,
-    );
-}
-
-#[test]
-fn row_default_bql_listen_fail_start() {
-    assert_row(
-        "bql-listen+fail-start",
-        Scenario::default(),
-        [true, true, true, true, true, true, true],
-        126,
-        26,
-    );
-}
-
-#[test]
-fn row_default_bql_postcopy_end() {
-    assert_row(
-        "bql-postcopy-end",
-        Scenario::default(),
-        [true, true, true, true, true, true, true],
-        165,
-        26,
-    );
-}
-
-#[test]
-fn row_default_bql_postcopy_end_fail_start() {
-    assert_row(
-        "bql-postcopy-end+fail-start",
-        Scenario::default(),
-        [true, true, true, true, true, true, true],
-        165,
-        26,
-    );
-}
-
-#[test]
-fn row_default_qemu_10_2() {
-    assert_row(
-        "qemu-10.2",
-        Scenario::default(),
-        [true, true, true, true, true, true, true],
-        221,
-        27,
-    );
-}
-
-#[test]
-fn row_default_qemu_10_2_fail_start() {
-    assert_row(
-        "qemu-10.2+fail-start",
-        Scenario::default(),
-        [true, true, true, true, true, true, true],
-        221,
-        27,
-    );
-}
-
-#[test]
-fn row_need_reply_qemu_9_1() {
-    assert_row(
-        "qemu-9.1",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [false, false, false, false, false, false, false],
-        3_583,
-        31,
-    );
-}
-
-#[test]
-fn row_need_reply_qemu_9_1_fail_start() {
-    assert_row(
-        "qemu-9.1+fail-start",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [false, false, false, false, false, false, false],
-        1_235,
-        29,
-    );
-}
-
-#[test]
-fn row_need_reply_mutex() {
-    assert_row(
-        "mutex",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        168,
-        26,
-    );
-}
-
-#[test]
-fn row_need_reply_mutex_fail_start() {
-    assert_row(
-        "mutex+fail-start",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        168,
-        26,
-    );
-}
-
-#[test]
-fn row_need_reply_bql_listen() {
-    assert_row(
-        "bql-listen",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        76,
-        21,
-    );
-}
-
-#[test]
-fn row_need_reply_bql_listen_fail_start() {
-    assert_row(
-        "bql-listen+fail-start",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        76,
-        21,
-    );
-}
-
-#[test]
-fn row_need_reply_bql_postcopy_end() {
-    assert_row(
-        "bql-postcopy-end",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        98,
-        21,
-    );
-}
-
-#[test]
-fn row_need_reply_bql_postcopy_end_fail_start() {
-    assert_row(
-        "bql-postcopy-end+fail-start",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        98,
-        21,
-    );
-}
-
-#[test]
-fn row_need_reply_qemu_10_2() {
-    assert_row(
-        "qemu-10.2",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        124,
-        22,
-    );
-}
-
-#[test]
-fn row_need_reply_qemu_10_2_fail_start() {
-    assert_row(
-        "qemu-10.2+fail-start",
-        Scenario { miss_need_reply: true, ..Scenario::default() },
-        [true, true, true, true, false, false, true],
-        124,
-        22,
-    );
-}
-
-#[test]
-fn row_no_bql_qemu_9_1() {
-    assert_row(
-        "qemu-9.1",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        434_755,
-        28,
-    );
-}
-
-#[test]
-fn row_no_bql_qemu_9_1_fail_start() {
-    assert_row(
-        "qemu-9.1+fail-start",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        66_747,
-        27,
-    );
-}
-
-#[test]
-fn row_no_bql_mutex() {
-    assert_row(
-        "mutex",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        369,
-        30,
-    );
-}
-
-#[test]
-fn row_no_bql_mutex_fail_start() {
-    assert_row(
-        "mutex+fail-start",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        369,
-        30,
-    );
-}
-
-#[test]
-fn row_no_bql_bql_listen() {
-    assert_row(
-        "bql-listen",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        18_770,
-        30,
-    );
-}
-
-#[test]
-fn row_no_bql_bql_listen_fail_start() {
-    assert_row(
-        "bql-listen+fail-start",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        3_867,
-        29,
-    );
-}
-
-#[test]
-fn row_no_bql_bql_postcopy_end() {
-    assert_row(
-        "bql-postcopy-end",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        19_221,
-        30,
-    );
-}
-
-#[test]
-fn row_no_bql_bql_postcopy_end_fail_start() {
-    assert_row(
-        "bql-postcopy-end+fail-start",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        4_139,
-        29,
-    );
-}
-
-#[test]
-fn row_no_bql_qemu_10_2() {
-    assert_row(
-        "qemu-10.2",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        19_763,
-        31,
-    );
-}
-
-#[test]
-fn row_no_bql_qemu_10_2_fail_start() {
-    assert_row(
-        "qemu-10.2+fail-start",
-        Scenario { device_start_holds_bql: false, ..Scenario::default() },
-        [false, false, false, false, true, true, false],
-        4_486,
-        30,
-    );
-}
-
-#[test]
-fn row_short_qemu_9_1() {
-    assert_row(
-        "qemu-9.1",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [false, false, false, false, false, false, false],
-        167_224,
-        38,
-    );
-}
-
-#[test]
-fn row_short_qemu_9_1_fail_start() {
-    assert_row(
-        "qemu-9.1+fail-start",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [false, false, false, false, false, false, false],
-        50_449,
-        34,
-    );
-}
-
-#[test]
-fn row_short_mutex() {
-    assert_row(
-        "mutex",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        423,
-        32,
-    );
-}
-
-#[test]
-fn row_short_mutex_fail_start() {
-    assert_row(
-        "mutex+fail-start",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        423,
-        32,
-    );
-}
-
-#[test]
-fn row_short_bql_listen() {
-    assert_row(
-        "bql-listen",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        192,
-        26,
-    );
-}
-
-#[test]
-fn row_short_bql_listen_fail_start() {
-    assert_row(
-        "bql-listen+fail-start",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        192,
-        26,
-    );
-}
-
-#[test]
-fn row_short_bql_postcopy_end() {
-    assert_row(
-        "bql-postcopy-end",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        255,
-        26,
-    );
-}
-
-#[test]
-fn row_short_bql_postcopy_end_fail_start() {
-    assert_row(
-        "bql-postcopy-end+fail-start",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        255,
-        26,
-    );
-}
-
-#[test]
-fn row_short_qemu_10_2() {
-    assert_row(
-        "qemu-10.2",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        341,
-        27,
-    );
-}
-
-#[test]
-fn row_short_qemu_10_2_fail_start() {
-    assert_row(
-        "qemu-10.2+fail-start",
-        Scenario { short_reads: true, ..Scenario::default() },
-        [true, true, true, true, true, true, true],
-        341,
-        27,
-    );
 }
 
 #[test]
@@ -835,7 +506,7 @@ fn the_smallest_scenario_has_the_five_states_the_module_doc_lists() {
 #[test]
 fn qemu_9_1_misframes_and_logs_flags_0x0() {
     let v = verdict("qemu-9.1", Scenario::default());
-    let mut actions = v.property(PROPERTIES[1].0).unwrap().counterexample.clone().unwrap();
+    let mut actions = v.property(property("framing")).unwrap().counterexample.clone().unwrap();
     // The path ends at the misframed read; its error_report is the next step.
     actions.push(LogReadError(PostcopyListen));
     let model = ReplyRace::new(v.variant, v.scenario);
