@@ -557,13 +557,8 @@ impl ReplyRace {
                     Err(e) => unreachable!("reply validation gives flags or size errors: {e}"),
                 };
                 if let Some(e) = err {
-                    // vhost_user_read fails without reading the payload; a
-                    // failed IOTLB update fails device start (QEMU 9.2),
-                    // whichever check failed.
-                    t.call_failed = true;
-                    if role == ThreadRole::DeviceStart && t.expect == Request::IotlbMsg as u32 {
-                        t.start_failed = true;
-                    }
+                    // vhost_user_read fails without reading the payload.
+                    fail_call(t, role);
                     t.pc += 2;
                     t.pending_log = Some(e);
                     self.settle(s, role);
@@ -592,7 +587,7 @@ impl ReplyRace {
         let hdr = t.hdr.take().expect("a reply header was read");
         t.pc += 1; // past ReadPayload
         if hdr.request != t.expect {
-            t.call_failed = true;
+            fail_call(t, role);
             t.pending_log =
                 Some(QemuError::UnexpectedMsgType { expected: t.expect, received: hdr.request });
         } else {
@@ -601,13 +596,10 @@ impl ReplyRace {
             let k = payload.len().min(8);
             ack[..k].copy_from_slice(&payload[..k]);
             if u64::from_le_bytes(ack) != 0 {
-                t.call_failed = true;
+                fail_call(t, role);
             } else if role == ThreadRole::DeviceStart && t.reply_is_own {
                 t.own_acks += 1;
             }
-        }
-        if role == ThreadRole::DeviceStart && t.call_failed {
-            t.start_failed = true;
         }
         self.settle(s, role);
     }
@@ -663,6 +655,20 @@ impl ReplyRace {
     /// Whether a whole message of the back-end channel is there (misses are 11 words).
     fn backend_message_ready(s: &State) -> bool {
         s.backend_channel.len() >= wire::IOTLB_REQUEST_SIZE / 4
+    }
+}
+
+/// The call in flight of thread `role` has failed: any failed check of
+/// `vhost_user_read` (header flags, size) or of `process_message_reply`
+/// (request code, non-zero ack) makes `vhost_device_iotlb_miss` fail, and on
+/// device start that is a failed update (which QEMU 9.2's `vhost_dev_start`
+/// turns into a failed start).
+fn fail_call(t: &mut ThreadState, role: ThreadRole) {
+    t.call_failed = true;
+    // Device stop's GET_VRING_BASE runs on the same thread after the start
+    // is over: its failures do not fail the start.
+    if role == ThreadRole::DeviceStart && t.expect == Request::IotlbMsg as u32 {
+        t.start_failed = true;
     }
 }
 

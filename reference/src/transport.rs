@@ -15,7 +15,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 pub mod memory;
 pub mod unix;
 
-pub use memory::MemoryTransport;
+pub use memory::{Gate, GateOp, MemoryTransport};
 pub use unix::UnixTransport;
 
 /// A transport failure.

@@ -13,6 +13,11 @@
 //! [`MemoryTransport::pair_with_chunk`] caps each receive to model short reads
 //! ([`crate::scenario::Scenario::short_reads`]).
 //!
+//! [`MemoryTransport::with_gate`] puts a [`Gate`] around every send and
+//! receive of one end: a test seam through which a scheduler releases the
+//! threads' socket operations in an order it chooses (the model's replay in
+//! `model/tests/replay_reference.rs`) and sees the bytes each one moved.
+//!
 //! Leaves out: socket buffer limits (sends never block), and partial sends.
 
 use std::collections::VecDeque;
@@ -38,6 +43,28 @@ struct Streams {
     closed: bool,
 }
 
+/// A socket operation a [`Gate`] is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateOp {
+    /// A send of this many bytes.
+    Send(usize),
+    /// A receive of at most this many bytes.
+    Recv(usize),
+}
+
+/// A hook around every socket operation of one end (see
+/// [`MemoryTransport::with_gate`]). Called on the thread that does the
+/// operation, outside the transport's lock, so a gate may block.
+pub trait Gate: Send + Sync {
+    /// Before `op` on the end named `end`: may block until the operation's
+    /// turn; returns the most bytes a receive may take (ignored for a send),
+    /// or an error that the operation returns instead.
+    fn before(&self, end: &'static str, op: GateOp) -> Result<usize, TransportError>;
+
+    /// After `op` on `end`, with the bytes it sent or received.
+    fn after(&self, end: &'static str, op: GateOp, bytes: &[u8]);
+}
+
 /// One end of an in-memory connection over sync family `F`.
 pub struct MemoryTransport<F: SyncFamily> {
     streams: Arc<F::Monitor<Streams>>,
@@ -45,6 +72,8 @@ pub struct MemoryTransport<F: SyncFamily> {
     side: usize,
     /// Most bytes one receive returns (`usize::MAX`: as many as asked).
     chunk: usize,
+    /// A gate around every operation of this end, with the end's name.
+    gate: Option<(Arc<dyn Gate>, &'static str)>,
 }
 
 impl<F: SyncFamily> std::fmt::Debug for MemoryTransport<F> {
@@ -72,9 +101,16 @@ impl<F: SyncFamily> MemoryTransport<F> {
             closed: false,
         }));
         (
-            MemoryTransport { streams: Arc::clone(&streams), side: 0, chunk },
-            MemoryTransport { streams, side: 1, chunk },
+            MemoryTransport { streams: Arc::clone(&streams), side: 0, chunk, gate: None },
+            MemoryTransport { streams, side: 1, chunk, gate: None },
         )
+    }
+
+    /// This end with `gate` around every send and receive; `end` names the
+    /// end in the gate's calls.
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>, end: &'static str) -> Self {
+        self.gate = Some((gate, end));
+        self
     }
 
     /// Bytes written into this end and not yet read by the peer.
@@ -85,6 +121,30 @@ impl<F: SyncFamily> MemoryTransport<F> {
 
 impl<F: SyncFamily> Transport for MemoryTransport<F> {
     fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), TransportError> {
+        let Some((gate, end)) = &self.gate else { return self.send_ungated(bytes, fds) };
+        gate.before(end, GateOp::Send(bytes.len()))?;
+        let r = self.send_ungated(bytes, fds);
+        gate.after(end, GateOp::Send(bytes.len()), if r.is_ok() { bytes } else { &[] });
+        r
+    }
+
+    fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, TransportError> {
+        let Some((gate, end)) = &self.gate else { return self.recv_ungated(buf, fds) };
+        let cap = gate.before(end, GateOp::Recv(buf.len()))?;
+        let want = buf.len().min(cap.max(1));
+        let r = self.recv_ungated(&mut buf[..want], fds);
+        let got = *r.as_ref().unwrap_or(&0);
+        gate.after(end, GateOp::Recv(buf.len()), &buf[..got]);
+        r
+    }
+
+    fn shutdown(&self) {
+        self.streams.with_notify(|s| s.closed = true);
+    }
+}
+
+impl<F: SyncFamily> MemoryTransport<F> {
+    fn send_ungated(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), TransportError> {
         if fds.len() > MAX_FDS {
             return Err(TransportError::TooManyFds(fds.len()));
         }
@@ -104,7 +164,11 @@ impl<F: SyncFamily> Transport for MemoryTransport<F> {
         })
     }
 
-    fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, TransportError> {
+    fn recv_ungated(
+        &self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<usize, TransportError> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -131,10 +195,6 @@ impl<F: SyncFamily> Transport for MemoryTransport<F> {
         }
         fds.extend(got);
         Ok(n)
-    }
-
-    fn shutdown(&self) {
-        self.streams.with_notify(|s| s.closed = true);
     }
 }
 

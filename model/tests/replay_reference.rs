@@ -1,0 +1,437 @@
+//! Replays every counterexample the checker prints on the reference: the
+//! reference's own front-end threads and back-end, over the in-memory
+//! transport, with a [`Gate`] on every end that releases each socket
+//! operation in the model's order.
+//!
+//! What it proves, per counterexample (the default matrix and every pinned
+//! scenario flag): each socket operation of the path is made by the same
+//! thread on the same end, and moves exactly the bytes the model's words
+//! hold (so each reader got the same reply, or the same pieces of one); the
+//! QEMU lines logged by the time the path is over are the model's (as a
+//! multiset: device start and the main loop share a thread id); and device
+//! start's result, when the path finishes it, is the model's
+//! `reported_success`.
+//!
+//! Lock acquisitions (the BQL, the request/reply mutex: the reference's
+//! `Monitor<()>`s) are scheduled too, through [`Replay`]'s sync family.
+//!
+//! What it leaves out: the back-end's misses (the reference's back-end sends
+//! miss *i* before it reads request *i*; the model may send it later. The
+//! back-end channel's back-end end is not gated, and the main loop's read of
+//! the miss is what the schedule orders), lock releases (free), and the
+//! order of log lines between threads.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use model::verdict::{check, CheckOptions};
+use model::{Action, Op, ReplyRace, Routine, State, Word};
+use reference::backend::{Backend, BackendConfig};
+use reference::frontend::Frontend;
+use reference::qemu_log::LogLine;
+use reference::scenario::{Scenario, ThreadRole, Variant};
+use reference::sync::{Monitor, PlMonitor, SyncFamily};
+use reference::transport::{Gate, GateOp, MemoryTransport, TransportError};
+use stateright::Model;
+use std::any::TypeId;
+
+const BACKEND: &str = "backend";
+/// The end name of a lock acquisition in the schedule.
+const LOCK: &str = "lock";
+/// How long the replay waits for the next scheduled operation before it
+/// reports the schedule as stuck (a failure, not a timing measurement).
+const STALL: Duration = Duration::from_secs(20);
+
+/// One socket operation of the model's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Event {
+    thread: &'static str,
+    end: &'static str,
+    send: bool,
+    bytes: Vec<u8>,
+}
+
+fn bytes_of(words: &[Word]) -> Vec<u8> {
+    reference::wire::from_words(&words.iter().map(|w| w.value).collect::<Vec<_>>())
+}
+
+/// The socket operations of `action` taken in `last`.
+fn events(model: &ReplyRace, last: &State, next: &State, action: Action) -> Vec<Event> {
+    let ev = |thread, end, send, bytes| Event { thread, end, send, bytes };
+    match action {
+        Action::Step(role) => match model.current_op(last.thread(role)) {
+            Some(Op::AcquireBql | Op::AcquireMutex) => vec![ev(role.name(), LOCK, true, vec![])],
+            Some(Op::WriteIotlbUpdate(_) | Op::WriteMissAnswer | Op::WritePostcopyEnd) => {
+                let words = &next.to_backend[next.to_backend.len() - new_words(last, next)..];
+                vec![ev(role.name(), "fe-main", true, bytes_of(words))]
+            }
+            Some(Op::ReplyMiss)
+                if next.backend_channel_replies.len() > last.backend_channel_replies.len() =>
+            {
+                let k = last.backend_channel_replies.len();
+                vec![ev(role.name(), "fe-chan", true, bytes_of(&next.backend_channel_replies[k..]))]
+            }
+            _ => vec![],
+        },
+        Action::Read(role, n) => {
+            vec![ev(role.name(), "fe-main", false, bytes_of(&last.to_frontend[..n as usize]))]
+        }
+        Action::ServeBackendChannel => {
+            let msg = bytes_of(&last.backend_channel[..11]);
+            vec![
+                ev(ThreadRole::MainLoop.name(), "fe-chan", false, msg[..12].to_vec()),
+                ev(ThreadRole::MainLoop.name(), "fe-chan", false, msg[12..].to_vec()),
+                ev(ThreadRole::MainLoop.name(), LOCK, true, vec![]),
+            ]
+        }
+        Action::RunPostcopyBh => vec![ev(ThreadRole::MainLoop.name(), LOCK, true, vec![])],
+        Action::BackendHandle => {
+            let taken = last.to_backend.len() - next.to_backend.len();
+            let req = bytes_of(&last.to_backend[..taken]);
+            let mut out = vec![ev(BACKEND, "be-main", false, req[..12].to_vec())];
+            if req.len() > 12 {
+                out.push(ev(BACKEND, "be-main", false, req[12..].to_vec()));
+            }
+            if next.to_frontend.len() > last.to_frontend.len() {
+                let k = last.to_frontend.len();
+                out.push(ev(BACKEND, "be-main", true, bytes_of(&next.to_frontend[k..])));
+            }
+            out
+        }
+        Action::LogReadError(_) | Action::BackendSendMiss | Action::BackendReadMissReply => vec![],
+    }
+}
+
+/// Words a write step appended to the front-end-to-back-end stream.
+fn new_words(last: &State, next: &State) -> usize {
+    next.to_backend.len() - last.to_backend.len()
+}
+
+/// Whether `action` moves no bytes on a socket the replay schedules.
+fn silent(model: &ReplyRace, s: &State, action: Action) -> bool {
+    match action {
+        Action::LogReadError(_) => true,
+        Action::Step(role) => match model.current_op(s.thread(role)) {
+            Some(Op::AcquireBql | Op::AcquireMutex) => false,
+            Some(Op::WriteIotlbUpdate(_) | Op::WriteMissAnswer | Op::WritePostcopyEnd) => false,
+            Some(Op::ReplyMiss) => !s.thread(role).miss_need_reply,
+            _ => true,
+        },
+        _ => false,
+    }
+}
+
+/// The state after every step that moves no scheduled bytes has run: what
+/// the reference's threads reach on their own once the path's last socket
+/// operation is done.
+fn settle(model: &ReplyRace, mut s: State) -> State {
+    loop {
+        let mut actions = Vec::new();
+        model.actions(&s, &mut actions);
+        let Some(a) = actions.into_iter().find(|&a| silent(model, &s, a)) else { return s };
+        s = model.next_state(&s, a).expect("enabled");
+    }
+}
+
+#[derive(Default)]
+struct Schedule {
+    events: Vec<Event>,
+    next: usize,
+    busy: bool,
+    closed: bool,
+    /// Operations that arrived and wait, by thread: (end, send).
+    waiting: BTreeMap<String, (&'static str, bool)>,
+    mismatches: Vec<String>,
+}
+
+/// Releases socket operations in the order of `events`.
+#[derive(Default)]
+struct Replay {
+    s: Mutex<Schedule>,
+    c: Condvar,
+}
+
+impl Gate for Replay {
+    fn before(&self, end: &'static str, op: GateOp) -> Result<usize, TransportError> {
+        let me = std::thread::current().name().unwrap_or("?").to_string();
+        let send = matches!(op, GateOp::Send(_));
+        let mut s = self.s.lock().unwrap();
+        loop {
+            if s.closed {
+                return Err(TransportError::Closed);
+            }
+            if !s.busy {
+                if let Some(e) = s.events.get(s.next) {
+                    if e.thread == me && e.end == end && e.send == send {
+                        let cap = e.bytes.len();
+                        s.busy = true;
+                        s.waiting.remove(&me);
+                        return Ok(cap);
+                    }
+                }
+            }
+            s.waiting.insert(me.clone(), (end, send));
+            s = self.c.wait(s).unwrap();
+        }
+    }
+
+    fn after(&self, end: &'static str, op: GateOp, bytes: &[u8]) {
+        let mut s = self.s.lock().unwrap();
+        let i = s.next;
+        let e = s.events[i].clone();
+        if e.bytes != bytes {
+            s.mismatches.push(format!(
+                "operation {i} ({} {} on {end}, {op:?}): model {:02x?}, reference {bytes:02x?}",
+                e.thread,
+                if e.send { "send" } else { "recv" },
+                e.bytes
+            ));
+        }
+        s.next += 1;
+        s.busy = false;
+        self.c.notify_all();
+    }
+}
+
+/// The replay in progress: the sync family's locks ask it for their turn.
+static CURRENT: Mutex<Option<Arc<Replay>>> = Mutex::new(None);
+/// One replay at a time (the family's gate is process-wide).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Real threads whose plain locks (`Monitor<()>`: the BQL and the
+/// request/reply mutex) are acquired in the schedule's order.
+struct ReplayFamily;
+
+/// [`ReplayFamily`]'s monitor: parking_lot's, gated when it is a plain lock.
+struct ReplayMonitor<T>(PlMonitor<T>);
+
+impl<T: Send + 'static> Monitor<T> for ReplayMonitor<T> {
+    fn new(value: T) -> Self {
+        ReplayMonitor(PlMonitor::new(value))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        if TypeId::of::<T>() != TypeId::of::<()>() {
+            return self.0.with(f);
+        }
+        let gate = CURRENT.lock().unwrap().clone().expect("a replay is running");
+        if gate.before(LOCK, GateOp::Send(0)).is_err() {
+            // The replay is over: take the lock without a turn.
+            return self.0.with(f);
+        }
+        self.0.with(|v| {
+            gate.after(LOCK, GateOp::Send(0), &[]);
+            f(v)
+        })
+    }
+
+    fn with_notify<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        self.0.with_notify(f)
+    }
+
+    fn wait_until<R>(&self, ready: impl FnMut(&mut T) -> Option<R>) -> R {
+        self.0.wait_until(ready)
+    }
+}
+
+impl SyncFamily for ReplayFamily {
+    type Monitor<T: Send + 'static> = ReplayMonitor<T>;
+    type JoinHandle<R: Send + 'static> = std::thread::JoinHandle<R>;
+
+    fn spawn<R: Send + 'static>(
+        name: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Self::JoinHandle<R> {
+        std::thread::Builder::new().name(name.to_string()).spawn(f).expect("spawn a thread")
+    }
+
+    fn yield_now() {
+        std::thread::yield_now();
+    }
+}
+
+/// Replays `actions` of `variant` on `scenario`; returns what differs.
+fn replay(variant: Variant, scenario: Scenario, actions: &[Action]) -> Vec<String> {
+    let model = ReplyRace::new(variant, scenario);
+    let mut s = model.init_states().remove(0);
+    let mut schedule = Vec::new();
+    for &a in actions {
+        let next = model.next_state(&s, a).expect("the path's actions are enabled");
+        schedule.extend(events(&model, &s, &next, a));
+        s = next;
+    }
+    let end = settle(&model, s);
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let gate = Arc::new(Replay::default());
+    gate.s.lock().unwrap().events = schedule.clone();
+    *CURRENT.lock().unwrap() = Some(Arc::clone(&gate));
+    let g = || Arc::clone(&gate) as Arc<dyn Gate>;
+    let (fe_main, be_main) = MemoryTransport::<ReplayFamily>::pair();
+    let (fe_chan, be_chan) = MemoryTransport::<ReplayFamily>::pair();
+    let fe = Arc::new(Frontend::<ReplayFamily, _>::new(
+        fe_main.with_gate(g(), "fe-main"),
+        Some(fe_chan.with_gate(g(), "fe-chan")),
+        variant,
+        scenario,
+    ));
+    let cfg = BackendConfig {
+        map_memory: false,
+        misses: scenario.backend_misses,
+        miss_need_reply: scenario.miss_need_reply,
+    };
+    let mut backend = Backend::new(be_main.with_gate(g(), "be-main"), Some(Box::new(be_chan)), cfg);
+    backend.assume_negotiated();
+    let be = std::thread::Builder::new()
+        .name(BACKEND.into())
+        .spawn(move || backend.serve().map(|_| ()))
+        .unwrap();
+    let roles: Vec<_> = scenario
+        .threads(variant.policy)
+        .into_iter()
+        .map(|role| {
+            let fe = Arc::clone(&fe);
+            let h = std::thread::Builder::new()
+                .name(role.name().into())
+                .spawn(move || fe.run_role(role))
+                .unwrap();
+            (role, h)
+        })
+        .collect();
+
+    let mut diffs = Vec::new();
+    // Wait for the whole schedule, then for the log to reach the model's.
+    let deadline = Instant::now() + STALL;
+    {
+        let mut st = gate.s.lock().unwrap();
+        while st.next < st.events.len() && Instant::now() < deadline {
+            st = gate.c.wait_timeout(st, Duration::from_millis(50)).unwrap().0;
+        }
+        if st.next < st.events.len() {
+            diffs.push(format!(
+                "stuck at operation {} of {}: {:?}; waiting: {:?}",
+                st.next,
+                st.events.len(),
+                st.events[st.next],
+                st.waiting
+            ));
+        }
+    }
+    let want: Vec<String> = {
+        let mut v: Vec<String> =
+            model::trace::log_lines(&end).iter().map(LogLine::to_string).collect();
+        v.sort();
+        v
+    };
+    while fe.record().log_lines().len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut got = fe.record().rendered();
+    got.sort();
+    if got != want {
+        diffs.push(format!("log: model {want:#?}, reference {got:#?}"));
+    }
+    {
+        let mut st = gate.s.lock().unwrap();
+        diffs.append(&mut st.mismatches);
+        st.closed = true;
+        gate.c.notify_all();
+    }
+    fe.shutdown();
+    for (role, h) in roles {
+        let r = h.join().expect("no panic");
+        let t = end.thread(role);
+        if role == ThreadRole::DeviceStart && t.routine == Routine::Done {
+            let ok = t.reported_success == Some(true);
+            if r.is_ok() != ok {
+                diffs.push(format!("device start: model success {ok}, reference {r:?}"));
+            }
+        }
+    }
+    let _ = be.join().expect("no panic");
+    diffs
+}
+
+/// Why the reference cannot take `actions`, if it cannot: its back-end sends
+/// miss *i* before it reads request *i* and, with NEED_REPLY, reads the main
+/// socket only once the miss is answered; its main loop runs a pending
+/// bottom half before it reads the back-end channel, and the listen thread
+/// schedules that bottom half as soon as it runs.
+fn not_a_reference_path(model: &ReplyRace, actions: &[Action]) -> Option<&'static str> {
+    let mut s = model.init_states().remove(0);
+    for &a in actions {
+        match a {
+            Action::BackendHandle
+                if model.scenario.miss_need_reply
+                    && s.backend.misses_sent < model.scenario.backend_misses =>
+            {
+                return Some("the back-end reads a request before its miss is answered");
+            }
+            Action::ServeBackendChannel
+                if model.scenario.postcopy_end
+                    && model.variant.policy.postcopy_end_in_main_loop()
+                    && !s.thread(ThreadRole::MainLoop).bh_done =>
+            {
+                // The listen thread schedules the bottom half without a
+                // socket operation, so the replay cannot hold it back.
+                return Some("the main loop reads a miss before the postcopy bottom half");
+            }
+            _ => {}
+        }
+        s = model.next_state(&s, a).expect("enabled");
+    }
+    None
+}
+
+/// Replays every counterexample of `scenario` the reference can take;
+/// returns how many were replayed and how many it cannot take.
+fn replay_all(scenario: Scenario) -> (usize, usize) {
+    let (mut replayed, mut skipped) = (0, 0);
+    let mut failures = Vec::new();
+    for variant in Variant::all() {
+        let v = check(variant, scenario, &CheckOptions::default());
+        let model = ReplyRace::new(variant, scenario);
+        for p in &v.properties {
+            let Some(actions) = &p.counterexample else { continue };
+            if not_a_reference_path(&model, actions).is_some() {
+                skipped += 1;
+                continue;
+            }
+            replayed += 1;
+            let diffs = replay(variant, scenario, actions);
+            if !diffs.is_empty() {
+                failures.push(format!("{variant} \"{}\": {diffs:#?}", p.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    (replayed, skipped)
+}
+
+#[test]
+fn every_default_counterexample_replays_on_the_reference() {
+    assert_eq!(replay_all(Scenario::default()), (10, 0));
+}
+
+#[test]
+fn every_device_start_without_bql_counterexample_the_reference_can_take_replays() {
+    let (replayed, skipped) =
+        replay_all(Scenario { device_start_holds_bql: false, ..Scenario::default() });
+    eprintln!("--device-start-without-bql: {replayed} replayed, {skipped} not reference paths");
+    assert!(replayed > 0);
+}
+
+#[test]
+fn every_short_reads_counterexample_replays_on_the_reference() {
+    let (replayed, skipped) = replay_all(Scenario { short_reads: true, ..Scenario::default() });
+    assert!(replayed > 0);
+    assert_eq!(skipped, 0);
+}
+
+#[test]
+fn every_miss_need_reply_counterexample_the_reference_can_take_replays() {
+    let (replayed, skipped) = replay_all(Scenario { miss_need_reply: true, ..Scenario::default() });
+    eprintln!("--miss-need-reply: {replayed} replayed, {skipped} not reference paths");
+    assert!(replayed + skipped > 0);
+}
