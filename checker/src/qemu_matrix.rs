@@ -25,13 +25,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use model::verdict::{self, CheckOptions};
+use model::verdict;
 use reference::backend::FaultInjection;
 use reference::qemu::QemuBinary;
-use reference::scenario::{Scenario, Variant};
+use reference::scenario::Variant;
 use serde::Serialize;
 
-use crate::qemu_peer::{catch_interrupts, interrupted};
+use crate::qemu_peer::{catch_interrupts, interrupted, model_check_options, WorkDir};
 
 /// The `qemu-matrix` subcommand's flags.
 #[derive(Args, Debug)]
@@ -156,9 +156,8 @@ fn parse_binary(s: &str) -> Result<(Variant, PathBuf)> {
 
 /// The model's answer on the postcopy scenario QEMU runs.
 fn model_postcopy(variant: Variant) -> String {
-    let scenario = Scenario { backend_misses: 0, device_stop: true, ..Scenario::default() };
-    let opts = CheckOptions { threads: 1, progress: false, max_states: Some(5_000_000) };
-    let v = verdict::check(variant, scenario, &opts);
+    let v =
+        verdict::check(variant, crate::qemu_migrate::migrate_scenario(), &model_check_options());
     let races = [
         "every reply reaches its requester",
         "no header is read mid-message",
@@ -192,15 +191,12 @@ pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
     if binaries.is_empty() {
         bail!("no QEMU binary for the variants asked (build them: bash qemu/build-variants.sh)");
     }
-    let work = match &args.keep {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("vhost-race-matrix-{}", std::process::id())),
-    };
+    let work = WorkDir::new(args.keep.as_deref(), "matrix");
     let mut rows = Vec::new();
     for (variant, path) in &binaries {
         let qemu = QemuBinary::at(path).with_context(|| format!("{variant}"))?;
         eprintln!("{variant}: {} ({})", path.display(), qemu.version);
-        let dir = work.join(variant.to_string());
+        let dir = work.path().join(variant.to_string());
         let faults = FaultInjection { hold_first_iotlb_reply: true, ..Default::default() };
         let runs = crate::qemu_migrate::migrations(
             &qemu,
@@ -239,9 +235,7 @@ pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
             agree,
         });
     }
-    if args.keep.is_none() {
-        let _ = std::fs::remove_dir_all(&work);
-    }
+    drop(work);
     if args.json {
         crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
     } else {

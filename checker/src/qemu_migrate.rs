@@ -28,7 +28,7 @@ use reference::wire::Request;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::qemu_peer::{catch_interrupts, interrupted, wait_until, BackendPeer};
+use crate::qemu_peer::{catch_interrupts, interrupted, wait_until, BackendPeer, WorkDir};
 
 /// How long a QEMU may take to boot iPXE and start the device (TCG).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -251,12 +251,17 @@ fn drive(
     Ok((status, destination, secs))
 }
 
+/// The model's scenario for what the QEMUs here run: two virtqueues,
+/// postcopy end, no back-end miss (the back-end sends none), device stop at
+/// quit.
+pub fn migrate_scenario() -> Scenario {
+    Scenario { backend_misses: 0, device_stop: true, ..Scenario::default() }
+}
+
 /// Explains a destination log, as QEMU printed it, with each variant.
 fn explain_log(stderr: &str, variants: &[Variant]) -> Vec<(String, String)> {
     let log = explain::parse_log(stderr);
-    // What the QEMUs here run: two virtqueues, postcopy end, no back-end
-    // miss (the back-end sends none), device stop at quit.
-    let base = Scenario { backend_misses: 0, device_stop: true, ..Scenario::default() };
+    let base = migrate_scenario();
     let bound = Bound { max_misses: 0, ..Bound::default() };
     let scenarios = explain::scenarios(base, &log.lines, bound);
     variants
@@ -281,15 +286,10 @@ pub fn run(args: QemuMigrateArgs) -> Result<ExitCode> {
         hold_first_iotlb_reply: args.hold_iotlb_reply,
         iotlb_reply_delay: Duration::from_millis(args.reply_delay_ms),
     };
-    let work = match &args.keep {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("vhost-race-migrate-{}", std::process::id())),
-    };
+    let work = WorkDir::new(args.keep.as_deref(), "migrate");
     let settle = Duration::from_secs_f64(args.settle_secs.clamp(0.0, 15.0));
-    let runs = migrations(&qemu, args.runs, faults, settle, &work);
-    if args.keep.is_none() {
-        let _ = std::fs::remove_dir_all(&work);
-    }
+    let runs = migrations(&qemu, args.runs, faults, settle, work.path());
+    drop(work);
     let runs = runs?;
     let variants: Vec<Variant> =
         ["qemu-9.1", "mutex"].iter().map(|v| v.parse().expect("known variant")).collect();

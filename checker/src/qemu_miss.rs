@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use model::verdict::{self, CheckOptions};
+use model::verdict;
 use reference::backend::trace::Direction;
 use reference::backend::BackendConfig;
 use reference::qemu::{QemuBinary, Qmp};
@@ -27,7 +27,7 @@ use reference::scenario::{Scenario, Variant};
 use reference::wire::Request;
 use serde::Serialize;
 
-use crate::qemu_peer::{catch_interrupts, wait_until, BackendPeer};
+use crate::qemu_peer::{catch_interrupts, model_check_options, wait_until, BackendPeer, WorkDir};
 
 /// How long QEMU may take to boot iPXE and start the device.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -81,14 +81,9 @@ pub struct MissReport {
 pub fn run(args: QemuMissArgs) -> Result<ExitCode> {
     let qemu = QemuBinary::find()?;
     catch_interrupts()?;
-    let dir = match &args.keep {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("vhost-race-miss-{}", std::process::id())),
-    };
-    let report = miss_run(&qemu, args.need_reply, args.timeout_secs, args.variant, &dir);
-    if args.keep.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let dir = WorkDir::new(args.keep.as_deref(), "miss");
+    let report = miss_run(&qemu, args.need_reply, args.timeout_secs, args.variant, dir.path());
+    drop(dir);
     let report = report?;
     if args.json {
         crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
@@ -115,8 +110,7 @@ pub fn miss_run(
         miss_need_reply: need_reply,
         ..Scenario::default()
     };
-    let opts = CheckOptions { threads: 1, progress: false, max_states: Some(5_000_000) };
-    let v = verdict::check(variant, scenario, &opts);
+    let v = verdict::check(variant, scenario, &model_check_options());
     let model_deadlocks = !v.property("no deadlock").expect("a property").holds;
     std::fs::create_dir_all(dir)?;
     let cfg = BackendConfig { map_memory: true, misses: 1, miss_need_reply: need_reply };

@@ -8,7 +8,7 @@
 //! is ours).
 
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +20,48 @@ use reference::transport::UnixTransport;
 use reference::wire::Request;
 
 use crate::progress::Interrupt;
+
+/// A QEMU command's work directory: the one `--keep` names (left in
+/// place), or a temporary one removed when this is dropped, on every path
+/// out of the command.
+pub struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    /// `keep` if given, else `$TMPDIR/vhost-race-<name>-<pid>`.
+    pub fn new(keep: Option<&Path>, name: &str) -> WorkDir {
+        match keep {
+            Some(d) => WorkDir { path: d.to_path_buf(), keep: true },
+            None => WorkDir {
+                path: std::env::temp_dir()
+                    .join(format!("vhost-race-{name}-{}", std::process::id())),
+                keep: false,
+            },
+        }
+    }
+
+    /// Where the runs' files go.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The checker's options for the model's verdict set beside a QEMU run:
+/// one thread, no progress, at most 5 million states (the scenarios QEMU
+/// can run have a few thousand).
+pub fn model_check_options() -> model::verdict::CheckOptions {
+    model::verdict::CheckOptions { max_states: Some(5_000_000), ..Default::default() }
+}
 
 /// Raised by SIGINT or SIGTERM once [`catch_interrupts`] ran.
 static INTERRUPTED: OnceLock<Interrupt> = OnceLock::new();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use model::replay::{device_start_replay, DeviceStartReplay};
-use model::verdict::{self, CheckOptions};
+use model::verdict;
 use model::{Action, ReplyRace, PROPERTIES};
 use reference::backend::ReplyPlan;
 use reference::qemu::{message_of, QemuBinary};
@@ -25,7 +25,9 @@ use reference::scenario::{Scenario, Variant};
 use reference::wire::Request;
 use serde::{Deserialize, Serialize};
 
-use crate::qemu_peer::{catch_interrupts, interrupted, wait_until, BackendPeer};
+use crate::qemu_peer::{
+    catch_interrupts, interrupted, model_check_options, wait_until, BackendPeer, WorkDir,
+};
 
 /// IOTLB updates QEMU's device start sends with iPXE as the driver: one per
 /// virtqueue of the first queue pair (measured; `queues=2` changes nothing).
@@ -111,7 +113,7 @@ fn scenarios_in_scope() -> Vec<(&'static str, Scenario)> {
 /// interleaving `qemu-9.1` finds for each log in `logs_dir`.
 pub fn cases_in_scope(logs_dir: Option<&Path>) -> Result<Vec<Case>> {
     let mut cases = Vec::new();
-    let opts = CheckOptions { threads: 1, progress: false, max_states: Some(5_000_000) };
+    let opts = model_check_options();
     for (flags, scenario) in scenarios_in_scope() {
         for variant in Variant::all() {
             let v = verdict::check(variant, scenario, &opts);
@@ -329,14 +331,9 @@ pub fn run(args: QemuReplayArgs) -> Result<std::process::ExitCode> {
     } else {
         args.files.iter().map(|f| case_from_trace_file(f)).collect::<Result<Vec<_>>>()?
     };
-    let work_root = match &args.keep {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("vhost-race-qemu-replay-{}", std::process::id())),
-    };
-    let result = replay_all(&qemu, &cases, &work_root);
-    if args.keep.is_none() {
-        let _ = std::fs::remove_dir_all(&work_root);
-    }
+    let work = WorkDir::new(args.keep.as_deref(), "qemu-replay");
+    let result = replay_all(&qemu, &cases, work.path());
+    drop(work);
     let summary = result?;
     if args.json {
         crate::cli::emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;

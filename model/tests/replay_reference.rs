@@ -31,7 +31,7 @@ use reference::backend::{Backend, BackendConfig};
 use reference::frontend::Frontend;
 use reference::qemu_log::LogLine;
 use reference::scenario::{Scenario, ThreadRole, Variant};
-use reference::sync::{Monitor, PlMonitor, SyncFamily};
+use reference::sync::{Monitor, ParkingLot, PlMonitor, SyncFamily};
 use reference::transport::{Gate, GateOp, MemoryTransport, TransportError};
 use stateright::Model;
 use std::any::TypeId;
@@ -243,11 +243,11 @@ impl SyncFamily for ReplayFamily {
         name: &str,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Self::JoinHandle<R> {
-        std::thread::Builder::new().name(name.to_string()).spawn(f).expect("spawn a thread")
+        ParkingLot::spawn(name, f)
     }
 
     fn yield_now() {
-        std::thread::yield_now();
+        ParkingLot::yield_now();
     }
 }
 

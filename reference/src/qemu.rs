@@ -170,11 +170,6 @@ pub struct QemuProcess {
 }
 
 impl QemuProcess {
-    /// Its process id.
-    pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Whether it has exited (reaping it if so).
     pub fn exited(&mut self) -> bool {
         match &mut self.child {

@@ -27,9 +27,4 @@ impl ReplyPlan {
     pub fn iotlb_reply(&self, n: usize) -> Option<&[Vec<u8>]> {
         self.iotlb_replies.get(n).map(Vec::as_slice)
     }
-
-    /// Whether the plan changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.iotlb_replies.is_empty()
-    }
 }
