@@ -129,7 +129,9 @@ fn a_live_back_end_keeps_its_socket_and_a_stale_socket_is_reused() {
     c.wait().unwrap();
     assert!(path.exists(), "SIGKILL leaves the socket file behind");
     let second = BackendProcess::start_when_listening(&path);
+    // Killed like the first, it too leaves its socket file behind.
     drop(second);
+    let _ = std::fs::remove_file(&path);
 }
 
 /// The default back-end serves front-ends one after another, and SIGTERM

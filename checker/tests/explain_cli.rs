@@ -23,11 +23,27 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A temporary file with `text`, named after the test.
-fn temp_log(name: &str, text: &str) -> String {
+/// A temporary file with `text`, named after the test; removed on drop.
+fn temp_log(name: &str, text: &str) -> TempLog {
     let p = std::env::temp_dir().join(format!("vhost-race-explain-{}-{name}", std::process::id()));
     std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
+    TempLog(p.to_str().unwrap().to_string())
+}
+
+/// A log file's path; the file goes when this does.
+struct TempLog(String);
+
+impl std::ops::Deref for TempLog {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[test]

@@ -100,6 +100,7 @@ fn an_interrupted_explain_reports_the_variants_it_finished() {
         ],
         "explaining with qemu-9.1 ...",
     );
+    let _ = std::fs::remove_file(&log);
     assert_eq!(code, Some(130), "{err}");
     assert!(out.contains("=== qemu-9.1+fail-start: not searched"), "{out}");
     assert!(
