@@ -28,16 +28,27 @@ pub enum LockPolicy {
     BqlPostcopyEnd,
     /// QEMU 10.2: POSTCOPY_END is sent from a main-loop bottom half.
     Qemu102,
+    /// This project's design (not in QEMU): no lock across a round trip.
+    /// A request that wants a reply joins a per-connection queue in the same
+    /// critical section as its write, so the queue is in wire order; a
+    /// waiter with no reader ahead of it reads the next whole reply and hands
+    /// it to the head of the queue; a BQL holder that waits for a reply lends
+    /// the BQL to the back-end channel handler; a back-end miss is answered
+    /// with an IOTLB update *without* NEED_REPLY and acknowledged on the
+    /// back-end channel at once, so the handler never waits on the main
+    /// socket. Threads and BQL placement otherwise as QEMU 9.1.
+    ReplyQueue,
 }
 
 impl LockPolicy {
     /// Every policy, in the order of the matrix.
-    pub const ALL: [LockPolicy; 5] = [
+    pub const ALL: [LockPolicy; 6] = [
         LockPolicy::Qemu91,
         LockPolicy::Mutex,
         LockPolicy::BqlListen,
         LockPolicy::BqlPostcopyEnd,
         LockPolicy::Qemu102,
+        LockPolicy::ReplyQueue,
     ];
 
     /// The name used on the command line and in the matrix.
@@ -48,6 +59,7 @@ impl LockPolicy {
             LockPolicy::BqlListen => "bql-listen",
             LockPolicy::BqlPostcopyEnd => "bql-postcopy-end",
             LockPolicy::Qemu102 => "qemu-10.2",
+            LockPolicy::ReplyQueue => "reply-queue",
         }
     }
 
@@ -73,6 +85,21 @@ impl LockPolicy {
     /// thread, under the BQL) instead of the listen thread.
     pub fn postcopy_end_in_main_loop(self) -> bool {
         self == LockPolicy::Qemu102
+    }
+
+    /// Whether replies are routed through the per-connection reply queue
+    /// (see [`LockPolicy::ReplyQueue`]): requests are written and enqueued
+    /// atomically, replies are read whole by one waiter at a time and handed
+    /// to the queue's head, the BQL is lent while its holder waits, and
+    /// back-end misses are answered without NEED_REPLY.
+    pub fn reply_queue(self) -> bool {
+        self == LockPolicy::ReplyQueue
+    }
+
+    /// Whether QEMU shipped or was sent this placement (a binary can be built
+    /// for it); [`LockPolicy::ReplyQueue`] exists only in this project.
+    pub fn in_qemu(self) -> bool {
+        self != LockPolicy::ReplyQueue
     }
 }
 
@@ -351,7 +378,7 @@ mod tests {
     #[test]
     fn variant_names_round_trip() {
         let all = Variant::all();
-        assert_eq!(all.len(), 10);
+        assert_eq!(all.len(), 12);
         for v in all {
             assert_eq!(v.to_string().parse::<Variant>(), Ok(v));
         }
