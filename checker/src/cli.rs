@@ -130,6 +130,8 @@ enum Command {
     QemuMatrix(crate::qemu_matrix::QemuMatrixArgs),
     /// Find the interleaving (and variant) that produces a QEMU log, or rule variants out.
     Explain(crate::explain::ExplainArgs),
+    /// Every variant on every combination of the scenario flags: which design holds everywhere.
+    Scenarios(crate::scenarios::ScenariosArgs),
     /// Serve stateright's Explorer web UI on a loopback address.
     Explore {
         /// Variant.
@@ -229,6 +231,7 @@ impl CheckArgs {
             threads: usize::from(self.threads),
             progress: false,
             max_states: Some(self.bound.max_states as usize),
+            shortest: true,
         }
     }
 }
@@ -474,6 +477,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::QemuMiss(args)) => return crate::qemu_miss::run(args),
         Some(Command::QemuMatrix(args)) => return crate::qemu_matrix::run(args),
         Some(Command::Explain(args)) => return crate::explain::run(args),
+        Some(Command::Scenarios(args)) => return crate::scenarios::run(args),
         Some(Command::Explore { variant, addr, scenario }) => {
             let scenario = scenario.scenario()?;
             let addr = explore_addr(&addr)?;

@@ -15,6 +15,7 @@ mod qemu_migrate;
 mod qemu_miss;
 mod qemu_peer;
 mod qemu_replay;
+mod scenarios;
 
 use std::process::ExitCode;
 

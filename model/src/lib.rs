@@ -57,6 +57,7 @@ use stateright::{Model, Property};
 pub mod explain;
 pub mod explorer;
 pub mod replay;
+pub mod sweep;
 pub mod trace;
 pub mod verdict;
 
@@ -110,6 +111,10 @@ pub enum Op {
     /// `vhost_user_write` of GET_VRING_BASE for virtqueue `vq`
     /// (`vhost_virtqueue_stop` from `vhost_dev_stop`); its reply is always read.
     WriteGetVringBase(u8),
+    /// Reply queue: wait until a whole reply has been handed to this thread
+    /// (reading whole replies for the queue's head while no other thread
+    /// reads, [`Action::Read`]), then `process_message_reply`'s checks.
+    AwaitReply,
 }
 
 /// What a thread is running.
@@ -158,6 +163,8 @@ pub struct ThreadState {
     /// not run yet: in QEMU other threads run between `read_all` returning
     /// and the message, so a thread can log after others that read later.
     pub pending_log: Option<QemuError>,
+    /// Reply queue: a whole reply has been handed to this thread (in `buf`).
+    pub reply_handed: bool,
 }
 
 impl ThreadState {
@@ -177,6 +184,7 @@ impl ThreadState {
             reported_success: None,
             reply_is_own: false,
             pending_log: None,
+            reply_handed: false,
         }
     }
 }
@@ -217,6 +225,17 @@ pub struct State {
     pub stolen: bool,
     /// Ghost: some header read began in the middle of a message.
     pub misframed: bool,
+    /// Reply queue: requesters waiting for a reply, in the order their
+    /// requests are on the socket.
+    pub reply_queue: Vec<ThreadRole>,
+    /// Reply queue: the thread reading a reply for the queue's head, while
+    /// the reply is not whole yet.
+    pub reader: Option<ThreadRole>,
+    /// Reply queue: the words of the reply being read.
+    pub reader_buf: Vec<Word>,
+    /// Reply queue: the BQL's holder, while it lends the BQL to the main
+    /// loop's back-end channel handler.
+    pub bql_lent_by: Option<ThreadRole>,
 }
 
 impl State {
@@ -284,6 +303,9 @@ pub struct ReplyRace {
 
 /// Ops of one request/reply call, with the mutex around it if the policy has one.
 fn call(policy: LockPolicy, write: Op, report: QemuError) -> Vec<Op> {
+    if policy.reply_queue() {
+        return vec![write, Op::AwaitReply, Op::Report(report)];
+    }
     let mut ops = Vec::new();
     let mutex = policy.request_reply_mutex();
     if mutex {
@@ -357,8 +379,13 @@ impl ReplyRace {
             }
         }
 
-        // The main loop took the BQL when it dispatched the handler.
-        let mut miss = call(policy, Op::WriteMissAnswer, QemuError::IotlbUpdateFailed);
+        // The main loop took the BQL when it dispatched the handler. The
+        // reply queue answers a miss without NEED_REPLY, so nothing is read.
+        let mut miss = if policy.reply_queue() {
+            vec![Op::WriteMissAnswer]
+        } else {
+            call(policy, Op::WriteMissAnswer, QemuError::IotlbUpdateFailed)
+        };
         miss.extend([Op::ReplyMiss, Op::ReleaseBql]);
         let mut bh = call(policy, Op::WritePostcopyEnd, QemuError::PostcopyEndFailed);
         bh.push(Op::ReleaseBql);
@@ -389,6 +416,34 @@ impl ReplyRace {
             _ => unreachable!("not a read"),
         };
         total - t.buf.len()
+    }
+
+    /// Reply queue: words the reader still needs for the reply it reads: a
+    /// header, then the payload the header announces (none if the header
+    /// fails QEMU's check, which then ends the read).
+    pub fn queue_words_wanted(&self, s: &State) -> usize {
+        let have = s.reader_buf.len();
+        let hdr_words = wire::HEADER_SIZE / 4;
+        if have < hdr_words {
+            return hdr_words - have;
+        }
+        let hdr = words_header(&s.reader_buf[..hdr_words]);
+        if hdr.validate_reply().is_err() {
+            return 0;
+        }
+        hdr_words + (hdr.size as usize).div_ceil(4) - have
+    }
+
+    /// Reply queue: whether the main loop may borrow the BQL now, because
+    /// its holder waits for a reply.
+    fn bql_lendable(&self, s: &State) -> bool {
+        self.variant.policy.reply_queue()
+            && s.bql_lent_by.is_none()
+            && s.bql.is_some_and(|h| {
+                h != ThreadRole::MainLoop
+                    && self.current_op(s.thread(h)) == Some(Op::AwaitReply)
+                    && s.thread(h).pending_log.is_none()
+            })
     }
 
     /// Whether a thread's current op (not a read) can run now.
@@ -448,7 +503,16 @@ impl ReplyRace {
         }
     }
 
-    fn write(s: &mut State, role: ThreadRole, bytes: &[u8]) {
+    /// A request whose reply is awaited: on the socket, and (reply queue) in
+    /// the queue, in one step.
+    fn write(&self, s: &mut State, role: ThreadRole, bytes: &[u8]) {
+        if self.variant.policy.reply_queue() {
+            s.reply_queue.push(role);
+        }
+        Self::write_no_reply(s, role, bytes);
+    }
+
+    fn write_no_reply(s: &mut State, role: ThreadRole, bytes: &[u8]) {
         let words = wire::to_words(bytes);
         s.to_backend.extend(words.iter().enumerate().map(|(i, &value)| Word {
             value,
@@ -461,25 +525,28 @@ impl ReplyRace {
     fn exec_step(&self, s: &mut State, role: ThreadRole, op: Op) {
         match op {
             Op::AcquireBql => s.bql = Some(role),
-            Op::ReleaseBql => s.bql = None,
+            // A lent BQL goes back to the thread that lent it.
+            Op::ReleaseBql => s.bql = s.bql_lent_by.take(),
             Op::AcquireMutex => s.mutex = Some(role),
             Op::ReleaseMutex => s.mutex = None,
             Op::WriteIotlbUpdate(vq) => {
                 Self::start_call(s, role, Request::IotlbMsg);
-                Self::write(
-                    s,
-                    role,
-                    &wire::iotlb_update_request(&Scenario::iotlb_update(vq), true),
-                );
+                self.write(s, role, &wire::iotlb_update_request(&Scenario::iotlb_update(vq), true));
             }
             Op::WriteMissAnswer => {
                 let n = s.thread(role).misses_taken - 1;
                 Self::start_call(s, role, Request::IotlbMsg);
-                Self::write(s, role, &wire::iotlb_update_request(&Scenario::miss_answer(n), true));
+                let need_reply = !self.variant.policy.reply_queue();
+                let update = wire::iotlb_update_request(&Scenario::miss_answer(n), need_reply);
+                if need_reply {
+                    self.write(s, role, &update);
+                } else {
+                    Self::write_no_reply(s, role, &update);
+                }
             }
             Op::WritePostcopyEnd => {
                 Self::start_call(s, role, Request::PostcopyEnd);
-                Self::write(s, role, &wire::postcopy_end_request());
+                self.write(s, role, &wire::postcopy_end_request());
             }
             Op::Report(e) => s.log.push((role, e)),
             Op::ReplyMiss => {
@@ -509,9 +576,9 @@ impl ReplyRace {
                 Self::start_call(s, role, Request::GetVringBase);
                 let body = wire::vring_state_to_bytes(u32::from(vq), 0);
                 let h = Header::request(Request::GetVringBase, body.len(), false);
-                Self::write(s, role, &wire::encode(h, &body));
+                self.write(s, role, &wire::encode(h, &body));
             }
-            Op::ReadHeader | Op::ReadPayload | Op::AbortIfFailed(_) => {
+            Op::ReadHeader | Op::ReadPayload | Op::AbortIfFailed(_) | Op::AwaitReply => {
                 unreachable!("not a step: {op:?}")
             }
         }
@@ -522,6 +589,56 @@ impl ReplyRace {
         let t = s.thread_mut(role);
         t.expect = req as u32;
         t.call_failed = false;
+    }
+
+    /// Reply queue: `role` reads `n` words of the reply at the front of the
+    /// socket; once it is whole, it is handed to the queue's head.
+    fn exec_queue_read(&self, s: &mut State, role: ThreadRole, n: usize) {
+        let taken: Vec<Word> = s.to_frontend.drain(..n).collect();
+        if s.reader_buf.is_empty() && !taken[0].start {
+            s.misframed = true;
+        }
+        s.reader = Some(role);
+        s.reader_buf.extend(taken);
+        if self.queue_words_wanted(s) > 0 {
+            return; // read_all loops for the rest
+        }
+        s.reader = None;
+        let reply = std::mem::take(&mut s.reader_buf);
+        if s.reply_queue.is_empty() {
+            // A reply nobody asked for: the stream is no longer in step.
+            s.stolen = true;
+            return;
+        }
+        let head = s.reply_queue.remove(0);
+        if reply.iter().any(|w| w.owner != head) {
+            s.stolen = true;
+        }
+        let t = s.thread_mut(head);
+        t.buf = reply;
+        t.reply_handed = true;
+    }
+
+    /// Reply queue: the reply handed to `role` goes through the same checks
+    /// as a read one (`vhost_user_read_header`, then `process_message_reply`).
+    fn exec_await_reply(&self, s: &mut State, role: ThreadRole) {
+        let hdr_words = wire::HEADER_SIZE / 4;
+        let t = s.thread_mut(role);
+        t.reply_handed = false;
+        let reply = std::mem::take(&mut t.buf);
+        let hdr = words_header(&reply[..hdr_words]);
+        t.reply_is_own = reply.iter().all(|w| w.owner == role) && reply[0].start;
+        if let Err(e) = reply_check_error(&hdr) {
+            fail_call(t, role);
+            t.pc += 1;
+            t.pending_log = Some(e);
+            self.settle(s, role);
+            return;
+        }
+        t.hdr = Some(hdr);
+        let payload =
+            wire::from_words(&reply[hdr_words..].iter().map(|w| w.value).collect::<Vec<_>>());
+        self.process_message_reply(s, role, &payload[..(hdr.size as usize).min(payload.len())]);
     }
 
     /// Takes `n` words of a read; when the read is complete, applies QEMU's checks.
@@ -546,17 +663,7 @@ impl ReplyRace {
             Op::ReadHeader => {
                 let hdr = Header::from_bytes(&bytes.try_into().expect("12 header bytes"));
                 t.reply_is_own = own;
-                let err = match hdr.validate_reply() {
-                    Ok(()) => None,
-                    Err(wire::WireError::BadFlags { got, .. }) => {
-                        Some(QemuError::ReadHeaderFlags { flags: got })
-                    }
-                    Err(wire::WireError::PayloadTooLarge(size)) => {
-                        Some(QemuError::ReadHeaderSize { size })
-                    }
-                    Err(e) => unreachable!("reply validation gives flags or size errors: {e}"),
-                };
-                if let Some(e) = err {
+                if let Err(e) = reply_check_error(&hdr) {
                     // vhost_user_read fails without reading the payload.
                     fail_call(t, role);
                     t.pc += 2;
@@ -658,6 +765,24 @@ impl ReplyRace {
     }
 }
 
+/// The header of a reply from its three words.
+fn words_header(words: &[Word]) -> Header {
+    let bytes = wire::from_words(&words.iter().map(|w| w.value).collect::<Vec<_>>());
+    Header::from_bytes(&bytes.try_into().expect("12 header bytes"))
+}
+
+/// The line `vhost_user_read` logs when a reply header fails its check.
+fn reply_check_error(hdr: &Header) -> Result<(), QemuError> {
+    match hdr.validate_reply() {
+        Ok(()) => Ok(()),
+        Err(wire::WireError::BadFlags { got, .. }) => {
+            Err(QemuError::ReadHeaderFlags { flags: got })
+        }
+        Err(wire::WireError::PayloadTooLarge(size)) => Err(QemuError::ReadHeaderSize { size }),
+        Err(e) => unreachable!("reply validation gives flags or size errors: {e}"),
+    }
+}
+
 /// The call in flight of thread `role` has failed: any failed check of
 /// `vhost_user_read` (header flags, size) or of `process_message_reply`
 /// (request code, non-zero ack) makes `vhost_device_iotlb_miss` fail, and on
@@ -712,6 +837,10 @@ impl Model for ReplyRace {
             log: Vec::new(),
             stolen: false,
             misframed: false,
+            reply_queue: Vec::new(),
+            reader: None,
+            reader_buf: Vec::new(),
+            bql_lent_by: None,
         }]
     }
 
@@ -724,7 +853,23 @@ impl Model for ReplyRace {
                 }
                 Routine::Running(_) => {
                     let op = self.current_op(t).expect("settled threads are at an op");
-                    if matches!(op, Op::ReadHeader | Op::ReadPayload) {
+                    if op == Op::AwaitReply {
+                        if t.reply_handed {
+                            if s.bql_lent_by != Some(role) {
+                                actions.push(Action::Step(role));
+                            }
+                        } else if s.reader.is_none() || s.reader == Some(role) {
+                            let want = self.queue_words_wanted(s);
+                            let have = s.to_frontend.len();
+                            if self.scenario.short_reads {
+                                for n in 1..=want.min(have) {
+                                    actions.push(Action::Read(role, n as u8));
+                                }
+                            } else if have >= want {
+                                actions.push(Action::Read(role, want as u8));
+                            }
+                        }
+                    } else if matches!(op, Op::ReadHeader | Op::ReadPayload) {
                         let want = self.words_wanted(t, op);
                         let have = s.to_frontend.len();
                         if self.scenario.short_reads {
@@ -739,13 +884,11 @@ impl Model for ReplyRace {
                     }
                 }
                 Routine::Idle => {
-                    if s.bql.is_none() {
-                        if Self::backend_message_ready(s) {
-                            actions.push(Action::ServeBackendChannel);
-                        }
-                        if s.bh_pending {
-                            actions.push(Action::RunPostcopyBh);
-                        }
+                    if Self::backend_message_ready(s) && (s.bql.is_none() || self.bql_lendable(s)) {
+                        actions.push(Action::ServeBackendChannel);
+                    }
+                    if s.bql.is_none() && s.bh_pending {
+                        actions.push(Action::RunPostcopyBh);
                     }
                 }
                 Routine::Absent | Routine::Done => {}
@@ -771,12 +914,20 @@ impl Model for ReplyRace {
         match action {
             Action::Step(role) => {
                 let op = self.current_op(s.thread(role))?;
-                self.exec_step(&mut s, role, op);
-                self.settle(&mut s, role);
+                if op == Op::AwaitReply {
+                    self.exec_await_reply(&mut s, role);
+                } else {
+                    self.exec_step(&mut s, role, op);
+                    self.settle(&mut s, role);
+                }
             }
             Action::Read(role, n) => {
                 let op = self.current_op(s.thread(role))?;
-                self.exec_read(&mut s, role, op, n as usize);
+                if op == Op::AwaitReply {
+                    self.exec_queue_read(&mut s, role, n as usize);
+                } else {
+                    self.exec_read(&mut s, role, op, n as usize);
+                }
             }
             Action::LogReadError(role) => {
                 let e = s.thread_mut(role).pending_log.take()?;
@@ -787,6 +938,10 @@ impl Model for ReplyRace {
                 let words: Vec<Word> = s.backend_channel.drain(..len).collect();
                 let bytes = wire::from_words(&words.iter().map(|w| w.value).collect::<Vec<_>>());
                 let hdr = Header::from_bytes(&bytes[..12].try_into().expect("12 bytes"));
+                if s.bql.is_some() {
+                    // Reply queue: borrowed from a holder that waits for a reply.
+                    s.bql_lent_by = s.bql;
+                }
                 s.bql = Some(ThreadRole::MainLoop);
                 let t = s.thread_mut(ThreadRole::MainLoop);
                 t.miss_need_reply = hdr.need_reply();

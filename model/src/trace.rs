@@ -89,12 +89,23 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
                 Op::ScheduleBh => "schedule postcopy cleanup BH".into(),
                 Op::AwaitQuit(_) => "QEMU quits: vhost_dev_stop".into(),
                 Op::WriteGetVringBase(vq) => format!("write GET_VRING_BASE vq {vq}"),
+                Op::AwaitReply => {
+                    let t = last.thread(role);
+                    let mut s = format!("takes the reply handed to it [{}]", words_hex(&t.buf));
+                    if let Some(other) = t.buf.iter().find(|w| w.owner != role) {
+                        let _ = write!(s, " <- {}'s", other.owner.name());
+                    }
+                    s
+                }
                 Op::ReadHeader | Op::ReadPayload | Op::AbortIfFailed(_) => format!("{op:?}"),
             }
         }
         Action::Read(role, n) => {
             let t = last.thread(role);
             let op = model.current_op(t).expect("a read has an op");
+            if op == Op::AwaitReply {
+                return describe_queue_read(model, last, role, n as usize);
+            }
             let n = n as usize;
             let taken = &last.to_frontend[..n];
             let what = if op == Op::ReadHeader { "header" } else { "payload" };
@@ -180,6 +191,29 @@ pub fn final_state(model: &ReplyRace, actions: &[Action]) -> State {
     state
 }
 
+/// A reply-queue read: `role` reads for the queue's head.
+fn describe_queue_read(model: &ReplyRace, last: &State, role: ThreadRole, n: usize) -> String {
+    let taken = &last.to_frontend[..n];
+    let header_done = last.reader_buf.len() >= wire::HEADER_SIZE / 4;
+    let mut all = last.reader_buf.clone();
+    all.extend_from_slice(taken);
+    let what = if header_done { "payload" } else { "header" };
+    let mut s = format!("read {what} [{}]", words_hex(&all));
+    if model.queue_words_wanted(last) > n {
+        let _ = write!(s, " (short read)");
+    } else if let Some(&head) = last.reply_queue.first() {
+        let whose = if head == role { "its own".to_string() } else { format!("{}'s", head.name()) };
+        let _ = write!(s, ", whole: handed to the queue's head ({whose})");
+    }
+    // Reading for another thread is the design; a word that is not the
+    // head's is a misdelivery.
+    let head = last.reply_queue.first().copied();
+    if let Some(first) = taken.iter().find(|w| Some(w.owner) != head) {
+        let _ = write!(s, " <- {}'s", first.owner.name());
+    }
+    s
+}
+
 /// What each unfinished thread waits for in a stuck state.
 pub fn blocked_on(model: &ReplyRace, s: &State) -> Vec<String> {
     let mut out = Vec::new();
@@ -191,6 +225,14 @@ pub fn blocked_on(model: &ReplyRace, s: &State) -> Vec<String> {
                 Some(Op::AcquireMutex) => {
                     format!("waits for the request/reply mutex held by {}", holder(s.mutex))
                 }
+                Some(Op::AwaitReply) => match s.reader {
+                    Some(r) if r != role => format!("waits for its reply; {} is reading", r.name()),
+                    _ => format!(
+                        "waits for its reply: wants {} more bytes, the socket has {}",
+                        4 * model.queue_words_wanted(s),
+                        4 * s.to_frontend.len()
+                    ),
+                },
                 Some(op @ (Op::ReadHeader | Op::ReadPayload)) => format!(
                     "blocked in read_all: wants {} more bytes, the socket has {}",
                     4 * model.words_wanted(t, op),

@@ -44,12 +44,21 @@ pub struct CheckOptions {
     /// on memory); the verdict is then incomplete and claims no ✓. `None`
     /// means no bound at all.
     pub max_states: Option<usize>,
+    /// Search the shortest counterexample of each failing property (a
+    /// second breadth-first pass); off, the verdicts carry none.
+    pub shortest: bool,
 }
 
 impl Default for CheckOptions {
-    /// One thread, no progress, the [`DEFAULT_MAX_STATES`] bound.
+    /// One thread, no progress, the [`DEFAULT_MAX_STATES`] bound, shortest
+    /// counterexamples.
     fn default() -> Self {
-        CheckOptions { threads: 1, progress: false, max_states: Some(DEFAULT_MAX_STATES) }
+        CheckOptions {
+            threads: 1,
+            progress: false,
+            max_states: Some(DEFAULT_MAX_STATES),
+            shortest: true,
+        }
     }
 }
 
@@ -113,6 +122,9 @@ pub struct PropertyVerdict {
     pub name: &'static str,
     /// Whether it holds in every reachable state (or on every path).
     pub holds: bool,
+    /// Whether the search met a state (or path) that breaks it: proven
+    /// broken even when the search stopped at its bound.
+    pub violated: bool,
     /// The counterexample's actions from the initial state, if it fails.
     pub counterexample: Option<Vec<Action>>,
 }
@@ -212,10 +224,92 @@ pub fn check_with(
 ) -> Result<Verdict, Interrupted> {
     let model = ReplyRace::new(variant, scenario);
     let start = Instant::now();
-    let mut builder = exhaustive(model, opts.threads);
+    let mut builder = exhaustive(model.clone(), opts.threads);
     builder = builder.target_state_count(opts.max_states.unwrap_or(usize::MAX));
-    let checker = builder.spawn_bfs();
-    let failing_so_far = |c: &dyn Checker<ReplyRace>| -> Vec<&'static str> {
+    // Verdicts alone need no shortest paths: depth first keeps only the
+    // current path besides the visited fingerprints.
+    let explored = if opts.shortest {
+        explore(builder.spawn_bfs(), variant, opts, start, &mut on_progress)?
+    } else {
+        explore(builder.spawn_dfs(), variant, opts, start, &mut on_progress)?
+    };
+    let Explored { unique_states, generated_states, max_depth, failing } = explored;
+    // stateright's target counts every generated state, duplicates included.
+    let complete = opts.max_states.is_none_or(|n| generated_states < n);
+    // stateright keeps the last violating state it met, not the first; a
+    // second breadth-first pass finds the shortest paths. An incomplete
+    // check is refused by its callers, so it is not spent on.
+    let mut counterexamples: Vec<(&'static str, Vec<Action>)> = Vec::new();
+    if opts.shortest && complete && !failing.is_empty() {
+        let mut report = |states: usize, unique_states: usize, depth: usize| {
+            on_progress(&Progress {
+                variant,
+                phase: Phase::Counterexamples,
+                states,
+                unique_states,
+                depth,
+                max_states: opts.max_states,
+                elapsed: start.elapsed(),
+            })
+        };
+        match shortest_counterexamples(&model, &failing, opts.max_states, &mut report) {
+            Ok(found) => counterexamples = found,
+            Err(_) => {
+                return Err(Interrupted {
+                    variant,
+                    phase: Phase::Counterexamples,
+                    unique_states,
+                    max_depth,
+                    failing: failing.clone(),
+                    seconds: start.elapsed().as_secs_f64(),
+                })
+            }
+        }
+    }
+    let properties = PROPERTIES
+        .iter()
+        .map(|(name, _)| {
+            let counterexample =
+                counterexamples.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone());
+            PropertyVerdict {
+                name,
+                holds: complete && !failing.contains(name),
+                violated: failing.contains(name),
+                counterexample,
+            }
+        })
+        .collect();
+    Ok(Verdict {
+        variant,
+        scenario,
+        properties,
+        unique_states,
+        max_depth,
+        seconds: start.elapsed().as_secs_f64(),
+        complete,
+        generated_states,
+        max_states: opts.max_states,
+    })
+}
+
+/// What one exhaustive pass found.
+struct Explored {
+    unique_states: usize,
+    generated_states: usize,
+    max_depth: usize,
+    failing: Vec<&'static str>,
+}
+
+/// Waits for a spawned checker (breadth or depth first), reporting progress
+/// every 5 ms; `Break` from the callback interrupts.
+fn explore<C: Checker<ReplyRace>>(
+    checker: C,
+    variant: Variant,
+    opts: &CheckOptions,
+    start: Instant,
+    on_progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<Explored, Interrupted> {
+    let failing_so_far = |c: &C| -> Vec<&'static str> {
         let d = c.discoveries();
         PROPERTIES.iter().map(|(n, _)| *n).filter(|n| d.contains_key(n)).collect()
     };
@@ -242,60 +336,11 @@ pub fn check_with(
         }
     }
     let checker = checker.join();
-    let unique_states = checker.unique_state_count();
-    let generated_states = checker.state_count();
-    // stateright's target counts every generated state, duplicates included.
-    let complete = opts.max_states.is_none_or(|n| generated_states < n);
-    let failing = failing_so_far(&checker);
-    // stateright keeps the last violating state it met, not the first; a
-    // second breadth-first pass finds the shortest paths. An incomplete
-    // check is refused by its callers, so it is not spent on.
-    let mut counterexamples: Vec<(&'static str, Vec<Action>)> = Vec::new();
-    if complete && !failing.is_empty() {
-        let model = checker.model();
-        let mut report = |states: usize, unique_states: usize, depth: usize| {
-            on_progress(&Progress {
-                variant,
-                phase: Phase::Counterexamples,
-                states,
-                unique_states,
-                depth,
-                max_states: opts.max_states,
-                elapsed: start.elapsed(),
-            })
-        };
-        match shortest_counterexamples(model, &failing, opts.max_states, &mut report) {
-            Ok(found) => counterexamples = found,
-            Err(_) => {
-                return Err(Interrupted {
-                    variant,
-                    phase: Phase::Counterexamples,
-                    unique_states,
-                    max_depth: checker.max_depth(),
-                    failing: failing.clone(),
-                    seconds: start.elapsed().as_secs_f64(),
-                })
-            }
-        }
-    }
-    let properties = PROPERTIES
-        .iter()
-        .map(|(name, _)| {
-            let counterexample =
-                counterexamples.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone());
-            PropertyVerdict { name, holds: complete && !failing.contains(name), counterexample }
-        })
-        .collect();
-    Ok(Verdict {
-        variant,
-        scenario,
-        properties,
-        unique_states,
+    Ok(Explored {
+        unique_states: checker.unique_state_count(),
+        generated_states: checker.state_count(),
         max_depth: checker.max_depth(),
-        seconds: start.elapsed().as_secs_f64(),
-        complete,
-        generated_states,
-        max_states: opts.max_states,
+        failing: failing_so_far(&checker),
     })
 }
 

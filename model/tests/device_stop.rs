@@ -26,7 +26,7 @@ fn migrate_scenario() -> Scenario {
 }
 
 fn opts() -> CheckOptions {
-    CheckOptions { threads: 1, progress: false, max_states: None }
+    CheckOptions { max_states: None, ..CheckOptions::default() }
 }
 
 /// Breadth-first and depth-first searches agree on the count, so the pin is
