@@ -226,13 +226,11 @@ pub fn check_with(
     let start = Instant::now();
     let mut builder = exhaustive(model.clone(), opts.threads);
     builder = builder.target_state_count(opts.max_states.unwrap_or(usize::MAX));
-    // Verdicts alone need no shortest paths: depth first keeps only the
-    // current path besides the visited fingerprints.
-    let explored = if opts.shortest {
-        explore(builder.spawn_bfs(), variant, opts, start, &mut on_progress)?
-    } else {
-        explore(builder.spawn_dfs(), variant, opts, start, &mut on_progress)?
-    };
+    // The verdicts come from a depth-first pass, which keeps only the current
+    // path besides the visited fingerprints (a breadth-first one keeps
+    // its whole frontier: ten times the memory); the shortest
+    // counterexamples from a breadth-first pass below that stops at them.
+    let explored = explore(builder.spawn_dfs(), variant, opts, start, &mut on_progress)?;
     let Explored { unique_states, generated_states, max_depth, failing } = explored;
     // stateright's target counts every generated state, duplicates included.
     let complete = opts.max_states.is_none_or(|n| generated_states < n);
