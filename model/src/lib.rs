@@ -16,7 +16,7 @@
 //!   (under the BQL: answers each back-end IOTLB miss with an update and its
 //!   reply read, replying on the back-end channel if the miss asked; runs the
 //!   10.2 bottom half).
-//! - The socket as streams of 4-byte words built with [`reference::wire`]:
+//! - The socket as streams of 4-byte words built with [`protocol::wire`]:
 //!   front-end to back-end, back-end to front-end, and the back-end channel
 //!   both ways. A write appends a whole message at once. A front-end read
 //!   takes exactly what QEMU's `read_all` asks for (3 header words, then the
@@ -49,9 +49,9 @@
 //! 4. device start has read the header;
 //! 5. device start has read the payload and finished.
 
-use reference::qemu_log::QemuError;
-use reference::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
-use reference::wire::{self, BackendRequest, Header, Request};
+use protocol::qemu_log::QemuError;
+use protocol::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
+use protocol::wire::{self, BackendRequest, Header, Request};
 use stateright::{Model, Property};
 
 pub mod explain;

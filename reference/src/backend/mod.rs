@@ -54,7 +54,7 @@ use crate::wire::{
     VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VRING_IDX_MASK, VRING_NOFD_MASK,
 };
 
-pub mod plan;
+pub use protocol::plan;
 pub mod postcopy;
 pub mod trace;
 
