@@ -591,11 +591,7 @@ impl ReplyRace {
             t.pending_log =
                 Some(QemuError::UnexpectedMsgType { expected: t.expect, received: hdr.request });
         } else {
-            // QEMU reads payload.u64 whatever the size; a short payload reads as 0 here.
-            let mut ack = [0u8; 8];
-            let k = payload.len().min(8);
-            ack[..k].copy_from_slice(&payload[..k]);
-            if u64::from_le_bytes(ack) != 0 {
+            if wire::reply_status(payload) != 0 {
                 fail_call(t, role);
             } else if role == ThreadRole::DeviceStart && t.reply_is_own {
                 t.own_acks += 1;
