@@ -37,8 +37,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use reference::qemu_log::{LogLine, QemuError};
-use reference::scenario::{Scenario, ThreadRole, Variant};
+use protocol::qemu_log::{LogLine, QemuError};
+use protocol::scenario::{Scenario, ThreadRole, Variant};
 use serde::Serialize;
 use stateright::Model;
 
@@ -158,7 +158,7 @@ pub fn needs_device_stop(target: &[LogLine]) -> bool {
     target.iter().any(|l| match l.error {
         QemuError::RingRestoreFailed { .. } | QemuError::BadMsgSize => true,
         QemuError::UnexpectedMsgType { expected, .. } => {
-            expected == reference::wire::Request::GetVringBase as u32
+            expected == protocol::wire::Request::GetVringBase as u32
         }
         _ => false,
     })
@@ -572,7 +572,7 @@ fn found(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reference::scenario::LockPolicy;
+    use protocol::scenario::LockPolicy;
     use ThreadRole::*;
 
     fn line(tid: Option<u32>, error: QemuError) -> LogLine {

@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-use reference::scenario::{Scenario, ThreadRole};
+use protocol::scenario::{Scenario, ThreadRole};
 use stateright::{Expectation, Model, Path};
 
 use crate::trace::{self, Column};
@@ -298,7 +298,7 @@ pub fn explore_fragment(model: &ReplyRace, actions: &[Action]) -> Option<String>
 
 #[cfg(test)]
 mod tests {
-    use reference::scenario::{LockPolicy, Variant};
+    use protocol::scenario::{LockPolicy, Variant};
     use stateright::Checker;
 
     use super::*;

@@ -16,7 +16,7 @@
 //!   (under the BQL: answers each back-end IOTLB miss with an update and its
 //!   reply read, replying on the back-end channel if the miss asked; runs the
 //!   10.2 bottom half).
-//! - The socket as streams of 4-byte words built with [`reference::wire`]:
+//! - The socket as streams of 4-byte words built with [`protocol::wire`]:
 //!   front-end to back-end, back-end to front-end, and the back-end channel
 //!   both ways. A write appends a whole message at once. A front-end read
 //!   takes exactly what QEMU's `read_all` asks for (3 header words, then the
@@ -49,9 +49,9 @@
 //! 4. device start has read the header;
 //! 5. device start has read the payload and finished.
 
-use reference::qemu_log::QemuError;
-use reference::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
-use reference::wire::{self, BackendRequest, Header, Request};
+use protocol::qemu_log::QemuError;
+use protocol::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
+use protocol::wire::{self, BackendRequest, Header, Request};
 use stateright::{Model, Property};
 
 pub mod explain;
@@ -698,11 +698,7 @@ impl ReplyRace {
             t.pending_log =
                 Some(QemuError::UnexpectedMsgType { expected: t.expect, received: hdr.request });
         } else {
-            // QEMU reads payload.u64 whatever the size; a short payload reads as 0 here.
-            let mut ack = [0u8; 8];
-            let k = payload.len().min(8);
-            ack[..k].copy_from_slice(&payload[..k]);
-            if u64::from_le_bytes(ack) != 0 {
+            if wire::reply_status(payload) != 0 {
                 fail_call(t, role);
             } else if role == ThreadRole::DeviceStart && t.reply_is_own {
                 t.own_acks += 1;

@@ -22,10 +22,10 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use reference::backend::ReplyPlan;
-use reference::qemu_log::QemuError;
-use reference::scenario::ThreadRole;
-use reference::wire::{self, Header, HEADER_SIZE};
+use protocol::plan::ReplyPlan;
+use protocol::qemu_log::QemuError;
+use protocol::scenario::ThreadRole;
+use protocol::wire::{self, Header, HEADER_SIZE};
 use stateright::Model;
 
 use crate::{Action, Op, ReplyRace, Routine, State};
@@ -203,7 +203,7 @@ fn check_whole_words(calls: &[Vec<Vec<u8>>]) -> Result<(), ReplayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reference::scenario::{LockPolicy, Scenario, Variant};
+    use protocol::scenario::{LockPolicy, Scenario, Variant};
 
     fn model() -> ReplyRace {
         ReplyRace::new(Variant::new(LockPolicy::Qemu91), Scenario::default())
@@ -228,7 +228,7 @@ mod tests {
             Read(DeviceStart, 3),
         ];
         let r = device_start_replay(&m, &path).unwrap();
-        let reply = wire::ack_reply(reference::wire::Request::PostcopyEnd, 0);
+        let reply = wire::ack_reply(protocol::wire::Request::PostcopyEnd, 0);
         assert_eq!(r.plan.iotlb_replies, vec![vec![reply[..12].to_vec(), reply[12..].to_vec()]]);
         assert_eq!(
             r.lines,

@@ -6,9 +6,9 @@
 
 use std::fmt::Write as _;
 
-use reference::qemu_log::LogLine;
-use reference::scenario::ThreadRole;
-use reference::wire::{self, Header, Request};
+use protocol::qemu_log::LogLine;
+use protocol::scenario::ThreadRole;
+use protocol::wire::{self, Header, Request};
 use stateright::Model;
 
 use crate::{Action, Op, ReplyRace, State};
@@ -152,7 +152,7 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
                 .expect("12 bytes"),
             );
             let name = request_name(h.request);
-            if h.request == reference::wire::Request::GetVringBase as u32 {
+            if h.request == protocol::wire::Request::GetVringBase as u32 {
                 format!("handle {name} from {}, reply ring state", last.to_backend[0].owner.name())
             } else if h.need_reply() {
                 format!("handle {name} from {}, reply ack 0", last.to_backend[0].owner.name())

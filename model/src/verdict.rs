@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use reference::scenario::{Scenario, Variant};
+use protocol::scenario::{Scenario, Variant};
 use stateright::{Checker, CheckerBuilder, HasDiscoveries, Model};
 
 use crate::{Action, ReplyRace, State, PROPERTIES};

@@ -32,9 +32,8 @@ use crate::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIR
 use crate::sync::{with_lock_if, Lock, Monitor, SyncFamily};
 use crate::transport::{read_all, Transport, TransportError};
 use crate::wire::{
-    self, Header, IotlbMsg, MemoryRegion, Request, VringAddr, HEADER_SIZE, MAX_PAYLOAD,
-    PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_PAGEFAULT, PROTOCOL_F_REPLY_ACK,
-    VHOST_USER_F_PROTOCOL_FEATURES,
+    self, Header, IotlbMsg, MemoryRegion, ProtocolFeatures, Request, VringAddr, WireError,
+    HEADER_SIZE, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
 };
 
 /// Why a front-end call failed.
@@ -150,7 +149,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             bql: Lock::<F>::new(()),
             bh: F::Monitor::new(BottomHalves::default()),
             record: Arc::new(Record::new()),
-            protocol_features: PROTOCOL_F_REPLY_ACK | PROTOCOL_F_BACKEND_REQ | PROTOCOL_F_PAGEFAULT,
+            protocol_features: ProtocolFeatures::IOMMU_POSTCOPY.bits(),
             widen_race_window: false,
         }
     }
@@ -231,8 +230,8 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             return Err((FrontendError::Logged(e), None));
         }
         let h = Header::from_bytes(&b);
-        if h.flags != wire::REPLY_FLAGS {
-            let e = QemuError::ReadHeaderFlags { flags: h.flags };
+        if let Err(WireError::BadFlags { got, .. }) = h.validate_reply_flags() {
+            let e = QemuError::ReadHeaderFlags { flags: got };
             self.record.log(role, e);
             return Err((FrontendError::Logged(e), Some(h)));
         }
@@ -249,8 +248,8 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     ) -> Result<(Header, Vec<u8>, Vec<OwnedFd>), (FrontendError, Option<Header>)> {
         let mut fds = Vec::new();
         let h = self.vhost_user_read_header(role, request, &mut fds)?;
-        if h.size > MAX_PAYLOAD {
-            let e = QemuError::ReadHeaderSize { size: h.size };
+        if let Err(WireError::PayloadTooLarge(size)) = h.validate_size() {
+            let e = QemuError::ReadHeaderSize { size };
             self.record.log(role, e);
             return Err((FrontendError::Logged(e), Some(h)));
         }
@@ -320,12 +319,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             return Ok(());
         }
         let (payload, _) = self.read_reply(role, msg.request, false)?;
-        // QEMU reads `payload.u64` whatever the size; a short payload leaves
-        // the rest of its (zeroed here) buffer.
-        let mut b = [0u8; 8];
-        let n = payload.len().min(8);
-        b[..n].copy_from_slice(&payload[..n]);
-        match u64::from_le_bytes(b) {
+        match wire::reply_status(&payload) {
             0 => Ok(()),
             status => Err(FrontendError::Nack(status)),
         }
@@ -469,7 +463,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             return Err(FrontendError::Protocol("back-end lacks VHOST_USER_F_PROTOCOL_FEATURES"));
         }
         let offered = self.vhost_user_get_u64(role, Request::GetProtocolFeatures)?;
-        let wanted = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_BACKEND_REQ | PROTOCOL_F_PAGEFAULT;
+        let wanted = ProtocolFeatures::IOMMU_POSTCOPY.bits();
         if offered & wanted != wanted {
             return Err(FrontendError::MissingFeatures(wanted & !offered));
         }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::qemu_log::{LogLine, QemuError};
 use crate::scenario::ThreadRole;
 use crate::sync::{Monitor, SyncFamily};
-use crate::wire::{Header, REPLY_FLAGS};
+use crate::wire::{Header, WireError};
 
 /// How one request/reply pair ended, as seen by the thread that sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -72,20 +72,20 @@ impl Delivery {
         )
     }
 
-    /// Classifies what a thread read for `request`.
+    /// Classifies what a thread read for `request`, by QEMU's reply check
+    /// ([`Header::validate_reply_for`]).
     pub fn classify(role: ThreadRole, request: u32, received: Option<Header>) -> Delivery {
-        let outcome = match received {
+        let outcome = match received.map(|h| h.validate_reply_for(request)) {
             None => DeliveryOutcome::Short,
-            Some(h) if h.flags != REPLY_FLAGS => {
-                DeliveryOutcome::MisframedHeader { flags: h.flags }
+            Some(Ok(())) => DeliveryOutcome::Replied,
+            Some(Err(WireError::BadFlags { got, .. })) => {
+                DeliveryOutcome::MisframedHeader { flags: got }
             }
-            Some(h) if h.size > crate::wire::MAX_PAYLOAD => {
-                DeliveryOutcome::Oversized { size: h.size }
+            Some(Err(WireError::PayloadTooLarge(size))) => DeliveryOutcome::Oversized { size },
+            Some(Err(WireError::UnexpectedRequest { received, .. })) => {
+                DeliveryOutcome::Misdelivered { received }
             }
-            Some(h) if h.request != request => {
-                DeliveryOutcome::Misdelivered { received: h.request }
-            }
-            Some(_) => DeliveryOutcome::Replied,
+            Some(Err(e)) => unreachable!("the reply check gives flags, size or code errors: {e}"),
         };
         Delivery { role, request, received, outcome }
     }

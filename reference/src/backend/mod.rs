@@ -48,13 +48,12 @@ use vm_memory::{
 use crate::scenario::Scenario;
 use crate::transport::{read_all, Transport, TransportError, UnixTransport};
 use crate::wire::{
-    self, Header, IotlbMsg, IotlbPerm, IotlbType, MemoryRegion, Request, VringAddr, WireError,
-    HEADER_SIZE, PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_LOG_SHMFD, PROTOCOL_F_MQ, PROTOCOL_F_PAGEFAULT,
-    PROTOCOL_F_REPLY_ACK, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IOMMU_PLATFORM,
-    VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VRING_IDX_MASK, VRING_NOFD_MASK,
+    self, Header, IotlbMsg, IotlbPerm, IotlbType, MemoryRegion, ProtocolFeatures, Request,
+    VringAddr, WireError, HEADER_SIZE, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES,
+    VIRTIO_F_IOMMU_PLATFORM, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VRING_IDX_MASK, VRING_NOFD_MASK,
 };
 
-pub mod plan;
+pub use protocol::plan;
 pub mod postcopy;
 pub mod trace;
 
@@ -75,11 +74,8 @@ pub const BACKEND_FEATURES: u64 = VHOST_USER_F_PROTOCOL_FEATURES
 /// The protocol features this back-end offers. QEMU refuses an IOMMU device
 /// without REPLY_ACK and BACKEND_REQ; PAGEFAULT is postcopy; MQ makes QEMU
 /// ask GET_QUEUE_NUM; LOG_SHMFD passes the dirty log as shared memory.
-pub const BACKEND_PROTOCOL_FEATURES: u64 = PROTOCOL_F_REPLY_ACK
-    | PROTOCOL_F_BACKEND_REQ
-    | PROTOCOL_F_PAGEFAULT
-    | PROTOCOL_F_MQ
-    | PROTOCOL_F_LOG_SHMFD;
+pub const BACKEND_PROTOCOL_FEATURES: ProtocolFeatures =
+    ProtocolFeatures::IOMMU_POSTCOPY.union(ProtocolFeatures::MQ).union(ProtocolFeatures::LOG_SHMFD);
 /// Queue pairs announced by GET_QUEUE_NUM unless set otherwise.
 pub const DEFAULT_MAX_QUEUE_PAIRS: u64 = 16;
 
@@ -242,7 +238,7 @@ pub struct Backend<T: Transport> {
     cfg: BackendConfig,
     max_queue_pairs: u64,
     features: u64,
-    protocol_features: u64,
+    protocol_features: ProtocolFeatures,
     owner: bool,
     regions: Vec<MemoryRegion>,
     memory: Option<GuestMemoryMmap>,
@@ -285,7 +281,7 @@ impl<T: Transport> Backend<T> {
             cfg,
             max_queue_pairs: DEFAULT_MAX_QUEUE_PAIRS,
             features: 0,
-            protocol_features: 0,
+            protocol_features: ProtocolFeatures::empty(),
             owner: false,
             regions: Vec::new(),
             memory: None,
@@ -550,7 +546,7 @@ impl<T: Transport> Backend<T> {
 
     /// Sends a REPLY_ACK status if negotiated and asked.
     fn ack(&mut self, h: &Header, status: u64) -> Result<(), BackendError> {
-        if self.protocol_features & PROTOCOL_F_REPLY_ACK != 0 && h.need_reply() {
+        if self.protocol_features.contains(ProtocolFeatures::REPLY_ACK) && h.need_reply() {
             self.send_reply(
                 h,
                 &wire::ack_reply(h.request, status),
@@ -606,7 +602,7 @@ impl<T: Transport> Backend<T> {
             }
             Request::GetProtocolFeatures => {
                 expect_size(0)?;
-                self.reply_u64(&h, BACKEND_PROTOCOL_FEATURES)
+                self.reply_u64(&h, BACKEND_PROTOCOL_FEATURES.bits())
             }
             Request::GetQueueNum => {
                 expect_size(0)?;
@@ -617,7 +613,8 @@ impl<T: Transport> Backend<T> {
                 self.ack(&h, 0)
             }
             Request::SetProtocolFeatures => {
-                self.protocol_features = wire::u64_from_bytes(payload)? & BACKEND_PROTOCOL_FEATURES;
+                let asked = ProtocolFeatures::from_bits_retain(wire::u64_from_bytes(payload)?);
+                self.protocol_features = asked & BACKEND_PROTOCOL_FEATURES;
                 self.ack(&h, 0)
             }
             Request::SetOwner => {
@@ -740,7 +737,7 @@ impl<T: Transport> Backend<T> {
                     && self.faults.hold_first_iotlb_reply
                     && self.iotlb_need_reply_seen == 0
                     && !self.postcopy_ended
-                    && self.protocol_features & PROTOCOL_F_REPLY_ACK != 0
+                    && self.protocol_features.contains(ProtocolFeatures::REPLY_ACK)
                 {
                     self.iotlb_need_reply_seen += 1;
                     self.iotlb_updates_acked += u64::from(applied);
@@ -920,6 +917,7 @@ mod tests {
     use crate::frontend::{guest_ram_region, Frontend, GUEST_RAM_SIZE, GUEST_RAM_UADDR};
     use crate::scenario::{LockPolicy, ThreadRole, Variant};
     use crate::sync::ParkingLot;
+    use crate::wire::PROTOCOL_F_REPLY_ACK;
     use std::os::unix::fs::FileExt;
 
     fn memfd() -> File {
@@ -962,7 +960,7 @@ mod tests {
             Backend::new(be, None, BackendConfig { map_memory: false, ..Default::default() });
         let with = Header::request(Request::SetOwner, 0, true);
         b.handle(with, Request::SetOwner, &[], vec![]).unwrap();
-        b.protocol_features = PROTOCOL_F_REPLY_ACK;
+        b.protocol_features = ProtocolFeatures::REPLY_ACK;
         let without = Header::request(Request::SetOwner, 0, false);
         b.handle(without, Request::SetOwner, &[], vec![]).unwrap();
         b.handle(with, Request::SetOwner, &[], vec![]).unwrap();

@@ -30,27 +30,74 @@ pub const ACK_REPLY_SIZE: usize = HEADER_SIZE + ACK_PAYLOAD_SIZE;
 /// Most file descriptors one message may carry (QEMU's `VHOST_MEMORY_BASELINE_NREGIONS`).
 pub const MAX_FDS: usize = 8;
 
-/// Version bits of `flags` (always 0x1).
-pub const VERSION: u32 = 0x1;
-/// Mask of the version bits.
-pub const VERSION_MASK: u32 = 0x3;
-/// The REPLY bit.
-pub const REPLY_MASK: u32 = 0x4;
-/// The NEED_REPLY bit.
-pub const NEED_REPLY_MASK: u32 = 0x8;
-/// The only flags a correct reply header carries: version | REPLY (0x5).
-pub const REPLY_FLAGS: u32 = VERSION | REPLY_MASK;
+bitflags::bitflags! {
+    /// The flag bits of a header's `flags` word (QEMU's `VHOST_USER_VERSION`,
+    /// `VHOST_USER_REPLY_MASK`, `VHOST_USER_NEED_REPLY_MASK`). Bit 1, the
+    /// upper half of the two version bits, is not a flag: a word with it set
+    /// has an unknown bit for [`HeaderFlags::from_bits`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct HeaderFlags: u32 {
+        /// Version 1, the only version (the low bit of the version field).
+        const VERSION = 0x1;
+        /// The message is a reply.
+        const REPLY = 0x4;
+        /// The sender asks for a reply (REPLY_ACK).
+        const NEED_REPLY = 0x8;
+    }
+}
+
+impl HeaderFlags {
+    /// The only flags a correct reply header carries: version | REPLY (0x5).
+    pub const REPLY_HEADER: HeaderFlags = HeaderFlags::VERSION.union(HeaderFlags::REPLY);
+}
+
+/// Version bits of `flags` (always 0x1), as a raw word.
+pub const VERSION: u32 = HeaderFlags::VERSION.bits();
+/// The REPLY bit, as a raw word.
+pub const REPLY_MASK: u32 = HeaderFlags::REPLY.bits();
+/// The NEED_REPLY bit, as a raw word.
+pub const NEED_REPLY_MASK: u32 = HeaderFlags::NEED_REPLY.bits();
+/// The only flags a correct reply header carries, as a raw word (0x5).
+pub const REPLY_FLAGS: u32 = HeaderFlags::REPLY_HEADER.bits();
+
+bitflags::bitflags! {
+    /// The protocol features this project negotiates (QEMU's
+    /// `VHOST_USER_PROTOCOL_F_*`, as bits of the GET/SET_PROTOCOL_FEATURES
+    /// u64).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct ProtocolFeatures: u64 {
+        /// MQ: the back-end answers GET_QUEUE_NUM.
+        const MQ = 1 << 0;
+        /// LOG_SHMFD: SET_LOG_BASE carries the dirty log's descriptor.
+        const LOG_SHMFD = 1 << 1;
+        /// REPLY_ACK: a request with NEED_REPLY gets a u64 status reply.
+        const REPLY_ACK = 1 << 3;
+        /// BACKEND_REQ: the back-end channel.
+        const BACKEND_REQ = 1 << 5;
+        /// PAGEFAULT: postcopy.
+        const PAGEFAULT = 1 << 8;
+    }
+}
+
+impl ProtocolFeatures {
+    /// What the front-end asks for and requires: REPLY_ACK and BACKEND_REQ
+    /// (QEMU's `vhost_user_backend_init` refuses an IOMMU device without
+    /// them) and PAGEFAULT (postcopy).
+    pub const IOMMU_POSTCOPY: ProtocolFeatures = ProtocolFeatures::REPLY_ACK
+        .union(ProtocolFeatures::BACKEND_REQ)
+        .union(ProtocolFeatures::PAGEFAULT);
+}
 
 /// Protocol feature bit: MQ (the back-end answers GET_QUEUE_NUM).
-pub const PROTOCOL_F_MQ: u64 = 1 << 0;
+pub const PROTOCOL_F_MQ: u64 = ProtocolFeatures::MQ.bits();
 /// Protocol feature bit: LOG_SHMFD (SET_LOG_BASE carries the dirty log's fd).
-pub const PROTOCOL_F_LOG_SHMFD: u64 = 1 << 1;
+pub const PROTOCOL_F_LOG_SHMFD: u64 = ProtocolFeatures::LOG_SHMFD.bits();
 /// Protocol feature bit: REPLY_ACK.
-pub const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
+pub const PROTOCOL_F_REPLY_ACK: u64 = ProtocolFeatures::REPLY_ACK.bits();
 /// Protocol feature bit: BACKEND_REQ (the back-end channel).
-pub const PROTOCOL_F_BACKEND_REQ: u64 = 1 << 5;
+pub const PROTOCOL_F_BACKEND_REQ: u64 = ProtocolFeatures::BACKEND_REQ.bits();
 /// Protocol feature bit: PAGEFAULT (postcopy).
-pub const PROTOCOL_F_PAGEFAULT: u64 = 1 << 8;
+pub const PROTOCOL_F_PAGEFAULT: u64 = ProtocolFeatures::PAGEFAULT.bits();
 /// Virtio feature bit that says protocol features may be negotiated.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 /// Virtio feature bit for an IOMMU platform (`VIRTIO_F_IOMMU_PLATFORM`,
@@ -190,6 +237,15 @@ pub enum WireError {
     /// A request code this project does not know.
     #[error("unknown request code {0}")]
     UnknownRequest(u32),
+    /// A well-formed reply to another request than the one awaited (QEMU:
+    /// `Received unexpected msg type`).
+    #[error("reply to request {received} where {expected} was awaited")]
+    UnexpectedRequest {
+        /// The request whose reply was awaited.
+        expected: u32,
+        /// The request code of the reply read.
+        received: u32,
+    },
     /// An IOTLB payload with a permission or type outside the specification.
     #[error("invalid IOTLB {field} {value}")]
     BadIotlb {
@@ -214,11 +270,9 @@ pub struct Header {
 impl Header {
     /// A request header: version bits set, NEED_REPLY if asked.
     pub fn request(request: impl Into<u32>, size: usize, need_reply: bool) -> Self {
-        let mut flags = VERSION;
-        if need_reply {
-            flags |= NEED_REPLY_MASK;
-        }
-        Header { request: request.into(), flags, size: size as u32 }
+        let mut flags = HeaderFlags::VERSION;
+        flags.set(HeaderFlags::NEED_REPLY, need_reply);
+        Header { request: request.into(), flags: flags.bits(), size: size as u32 }
     }
 
     /// A reply header: flags exactly 0x5.
@@ -226,14 +280,19 @@ impl Header {
         Header { request: request.into(), flags: REPLY_FLAGS, size: size as u32 }
     }
 
+    /// The `flags` word as flag bits, unknown bits kept.
+    pub fn flag_bits(&self) -> HeaderFlags {
+        HeaderFlags::from_bits_retain(self.flags)
+    }
+
     /// Whether the sender asked for a reply.
     pub fn need_reply(&self) -> bool {
-        self.flags & NEED_REPLY_MASK != 0
+        self.flag_bits().contains(HeaderFlags::NEED_REPLY)
     }
 
     /// Whether the REPLY bit is set.
     pub fn is_reply(&self) -> bool {
-        self.flags & REPLY_MASK != 0
+        self.flag_bits().contains(HeaderFlags::REPLY)
     }
 
     /// The header's 12 bytes.
@@ -252,27 +311,50 @@ impl Header {
         Header { request: word(0), flags: word(4), size: word(8) }
     }
 
-    /// The checks of QEMU's `vhost_user_read_header` and `vhost_user_read` on
-    /// a reply: flags must be exactly 0x5, then the size must not exceed
-    /// [`MAX_PAYLOAD`].
+    /// QEMU's reply check, the one place it is written: the checks of
+    /// `vhost_user_read_header` ([`Header::validate_reply_flags`]) and then of
+    /// `vhost_user_read` ([`Header::validate_size`]). The request code is
+    /// checked after the payload is read ([`Header::validate_reply_for`]).
     pub fn validate_reply(&self) -> Result<(), WireError> {
+        self.validate_reply_flags()?;
+        self.validate_size()
+    }
+
+    /// `vhost_user_read_header`'s check: the flags of a reply must be exactly
+    /// 0x5 (version | REPLY); otherwise QEMU reads no payload.
+    pub fn validate_reply_flags(&self) -> Result<(), WireError> {
         if self.flags != REPLY_FLAGS {
             return Err(WireError::BadFlags { got: self.flags, expected: REPLY_FLAGS });
         }
-        self.validate_size()
+        Ok(())
+    }
+
+    /// The whole check of a reply awaited for `request`, in QEMU's order:
+    /// [`Header::validate_reply`], then `process_message_reply`'s (and
+    /// `vhost_user_get_u64`'s) request-code check.
+    pub fn validate_reply_for(&self, request: u32) -> Result<(), WireError> {
+        self.validate_reply()?;
+        if self.request != request {
+            return Err(WireError::UnexpectedRequest { expected: request, received: self.request });
+        }
+        Ok(())
     }
 
     /// The checks a back-end makes on a request: version bits 0x1, REPLY clear,
     /// no unknown flag bits, size within [`MAX_PAYLOAD`].
     pub fn validate_request(&self) -> Result<(), WireError> {
-        let known = VERSION_MASK | REPLY_MASK | NEED_REPLY_MASK;
-        if self.flags & VERSION_MASK != VERSION || self.is_reply() || self.flags & !known != 0 {
+        let known = HeaderFlags::from_bits(self.flags);
+        if !known
+            .is_some_and(|f| f.contains(HeaderFlags::VERSION) && !f.contains(HeaderFlags::REPLY))
+        {
             return Err(WireError::BadFlags { got: self.flags, expected: VERSION });
         }
         self.validate_size()
     }
 
-    fn validate_size(&self) -> Result<(), WireError> {
+    /// `vhost_user_read`'s size check (also a back-end's on a request): the
+    /// announced payload must not exceed [`MAX_PAYLOAD`].
+    pub fn validate_size(&self) -> Result<(), WireError> {
         if self.size > MAX_PAYLOAD {
             return Err(WireError::PayloadTooLarge(self.size));
         }
@@ -365,6 +447,17 @@ pub fn u64_from_bytes(b: &[u8]) -> Result<u64, WireError> {
         .try_into()
         .map_err(|_| WireError::PayloadSize { got: b.len(), expected: ACK_PAYLOAD_SIZE })?;
     Ok(u64::from_le_bytes(arr))
+}
+
+/// The REPLY_ACK status as `process_message_reply` reads it: QEMU reads
+/// `msg.payload.u64` whatever the size the header announced, so a short
+/// payload leaves the rest of its buffer (zeroed here) and a longer one is
+/// read from its first 8 bytes.
+pub fn reply_status(payload: &[u8]) -> u64 {
+    let mut b = [0u8; ACK_PAYLOAD_SIZE];
+    let n = payload.len().min(ACK_PAYLOAD_SIZE);
+    b[..n].copy_from_slice(&payload[..n]);
+    u64::from_le_bytes(b)
 }
 
 /// A whole message as bytes: header then payload.
@@ -593,11 +686,54 @@ mod tests {
     }
 
     #[test]
+    fn flag_and_feature_bits_match_the_specification() {
+        assert_eq!((VERSION, REPLY_MASK, NEED_REPLY_MASK, REPLY_FLAGS), (0x1, 0x4, 0x8, 0x5));
+        let asked = HeaderFlags::VERSION | HeaderFlags::NEED_REPLY;
+        assert_eq!(Header::request(Request::IotlbMsg, 32, true).flag_bits(), asked);
+        // REPLY_ACK is bit 3, BACKEND_REQ bit 5, PAGEFAULT bit 8.
+        assert_eq!(ProtocolFeatures::IOMMU_POSTCOPY.bits(), 0x128);
+        assert_eq!(PROTOCOL_F_MQ | PROTOCOL_F_LOG_SHMFD, 0x3);
+        // A misframed word keeps its unknown bits.
+        assert_eq!(Header { request: 0, flags: 0x1e, size: 0 }.flag_bits().bits(), 0x1e);
+    }
+
+    #[test]
+    fn reply_check_in_qemu_order() {
+        let ok = Header::reply(Request::IotlbMsg, 8);
+        assert_eq!(ok.validate_reply_for(Request::IotlbMsg as u32), Ok(()));
+        assert_eq!(
+            ok.validate_reply_for(Request::PostcopyEnd as u32),
+            Err(WireError::UnexpectedRequest { expected: 30, received: 22 })
+        );
+        // Flags before size before request code, as QEMU reads them.
+        let all_wrong = Header { request: 30, flags: 0x1, size: 4097 };
+        assert_eq!(
+            all_wrong.validate_reply_for(22),
+            Err(WireError::BadFlags { got: 1, expected: 5 })
+        );
+        let big = Header { request: 30, flags: 0x5, size: 4097 };
+        assert_eq!(big.validate_reply_flags(), Ok(()));
+        assert_eq!(big.validate_reply_for(22), Err(WireError::PayloadTooLarge(4097)));
+    }
+
+    #[test]
+    fn reply_status_reads_a_short_payload_as_zero_filled() {
+        assert_eq!(reply_status(&7u64.to_le_bytes()), 7);
+        assert_eq!(reply_status(&[]), 0);
+        assert_eq!(reply_status(&[1, 2]), 0x0201);
+        let mut long = 9u64.to_le_bytes().to_vec();
+        long.extend([0xff; 4]);
+        assert_eq!(reply_status(&long), 9);
+    }
+
+    #[test]
     fn request_validation_rejects_replies_and_unknown_bits() {
         assert!(Header::request(Request::IotlbMsg, 32, true).validate_request().is_ok());
         assert!(Header::reply(Request::IotlbMsg, 8).validate_request().is_err());
         assert!(Header { request: 22, flags: 0x11, size: 0 }.validate_request().is_err());
         assert!(Header { request: 22, flags: 0x2, size: 0 }.validate_request().is_err());
+        assert!(Header { request: 22, flags: 0x3, size: 0 }.validate_request().is_err());
+        assert!(Header { request: 22, flags: 0x8, size: 0 }.validate_request().is_err());
     }
 
     #[test]
