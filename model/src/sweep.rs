@@ -14,7 +14,7 @@
 //! that prints them) and combinations the tools refuse (no thread at all).
 
 use flag::*;
-use reference::scenario::{Scenario, Variant};
+use protocol::scenario::{Scenario, Variant};
 use serde::Serialize;
 
 use crate::verdict::{self, CheckOptions, Verdict};
