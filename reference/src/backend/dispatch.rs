@@ -786,6 +786,25 @@ mod tests {
     }
 
     #[test]
+    fn iotlb_updates_are_applied_with_and_without_need_reply_and_acked_only_with_it() {
+        let reply_ack = u64_request(Request::SetProtocolFeatures, PROTOCOL_F_REPLY_ACK, false);
+        let (u0, u1) = (Scenario::iotlb_update(0), Scenario::iotlb_update(1));
+        let (got, b) = exchange(
+            vec![
+                (reply_ack, vec![]),
+                (wire::iotlb_update_request(&u0, false), vec![]),
+                (wire::iotlb_update_request(&u1, true), vec![]),
+            ],
+            |_| {},
+        );
+        assert_eq!(got, wire::ack_reply(Request::IotlbMsg, 0), "one ack, for the NEED_REPLY one");
+        let iotlb = b.handler().iotlb();
+        assert_eq!(iotlb.translate(u0.iova, 1, u0.perm), Some(u0.uaddr));
+        assert_eq!(iotlb.translate(u1.iova, 1, u1.perm), Some(u1.uaddr));
+        assert_eq!(b.iotlb_updates_acked(), 1);
+    }
+
+    #[test]
     fn a_reply_plan_answers_the_planned_iotlb_calls_and_acks_the_rest() {
         let reply_ack = u64_request(Request::SetProtocolFeatures, PROTOCOL_F_REPLY_ACK, false);
         let update = |vq| wire::iotlb_update_request(&Scenario::iotlb_update(vq), true);
