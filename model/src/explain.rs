@@ -21,11 +21,11 @@
 //!
 //! Thread ids: a line with `pid,tid` binds the model thread that emits it to
 //! that tid, and every later line of that thread must carry the same one (the
-//! mapping from model thread to tid is a function). Device start and the main
-//! loop may share a tid (QEMU runs device start as a main-loop bottom half);
-//! the postcopy listen thread is a thread of its own, so its tid differs from
-//! both. All lines of one log come from one process (one pid). A line without
-//! ids matches by message only.
+//! mapping from model thread to tid is a function). Two model threads may
+//! share a tid when they run on one QEMU thread ([`may_share_tid`], from
+//! [`ThreadRole::tid`]); otherwise their tids differ. All lines of one log
+//! come from one process (one pid). A line without ids matches by message
+//! only.
 //!
 //! Leaves out: messages the model never emits (EOF and short payloads at
 //! shutdown, [`model_can_emit`]): [`parse_log`] sets them aside; scenario
@@ -399,10 +399,10 @@ struct Ids {
     tids: [Option<u32>; 3],
 }
 
-/// Whether two model threads may log with the same tid: device start and the
-/// main loop may (both run in QEMU's main thread); the listen thread may not.
+/// Whether two model threads may log with the same tid: those that run on
+/// one QEMU thread, as [`ThreadRole::tid`] assigns them.
 pub fn may_share_tid(a: ThreadRole, b: ThreadRole) -> bool {
-    a == b || (a != ThreadRole::PostcopyListen && b != ThreadRole::PostcopyListen)
+    a.tid() == b.tid()
 }
 
 impl Ids {
