@@ -3,7 +3,8 @@
 //! (the thread diagram and each log line's step) as text or JSON.
 //!
 //! Leaves out: the search itself (in `model::explain`) and parsing of single
-//! lines (in `reference::qemu_log`); this is glue.
+//! lines (in `protocol::qemu_log`); this is glue. The JSON is the model's
+//! types serialised, with the verdict, node count and steps beside them.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -17,6 +18,7 @@ use model::explain::{self, Bound, Explanation, Limits, MatchKind, ParsedLog};
 use model::verdict::MEMORY_BUDGET;
 use model::ReplyRace;
 use reference::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
+use serde::Serialize;
 
 use crate::cli::{emit, BoundArgs, ScenarioArgs};
 use crate::progress::{Interrupt, Meter, INTERRUPTED_EXIT};
@@ -182,20 +184,15 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     let (results, interrupted) = explain_all(&log, &variants, &scenarios, limits, view, &interrupt);
     let bound_text = describe_bound(base, bound, &scenarios, &log);
     if args.json {
-        let doc = serde_json::json!({
-            "log": name,
-            "vhost_user_lines": log.lines,
-            "line_numbers": log.line_numbers,
-            "set_aside": log.set_aside,
-            "unrelated_lines": log.unrelated,
-            "unparsed_lines": log.unparsed,
-            "unparsed_count": log.unparsed_count,
-            "bound": bound_text,
-            "scenarios": scenarios,
-            "limits": limits,
-            "variants": results.iter().map(|e| json_variant(e, &log)).collect::<Vec<_>>(),
-            "interrupted": interrupted.map(|v| v.to_string()),
-        });
+        let doc = ExplainReport {
+            log: name,
+            parsed: &log,
+            bound: bound_text,
+            scenarios: &scenarios,
+            limits,
+            variants: results.iter().map(VariantReport::new).collect(),
+            interrupted: interrupted.map(|v| v.to_string()),
+        };
         emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
         let needed = explain::iotlb_calls_needed(&log.lines, base.postcopy_end);
@@ -498,39 +495,40 @@ fn verdict_of(e: &Explanation) -> &'static str {
     }
 }
 
-fn json_variant(e: &Explanation, log: &ParsedLog) -> serde_json::Value {
-    let verdict = verdict_of(e);
-    let found = e.found.as_ref().map(|f| {
-        let model = ReplyRace::new(e.variant, f.scenario);
-        let matched: Vec<serde_json::Value> = f
-            .matched
-            .iter()
-            .zip(&log.line_numbers)
-            .map(|(m, n)| {
-                serde_json::json!({
-                    "line_number": n,
-                    "line": m.line.to_string(),
-                    "step": m.step,
-                    "thread": m.role.name(),
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "scenario": f.scenario,
-            "kind": f.kind,
-            "lines_before": f.lines_before,
-            "run_ended": f.run_ended,
-            "tids": f.tids.iter().map(|(r, t)| serde_json::json!({"thread": r.name(), "tid": t})).collect::<Vec<_>>(),
-            "actions": f.actions,
-            "steps": model::trace::steps(&model, &f.actions),
-            "matched": matched,
-        })
-    });
-    serde_json::json!({
-        "variant": e.variant.to_string(),
-        "verdict": verdict,
-        "nodes": e.nodes(),
-        "searches": e.searches,
-        "found": found,
-    })
+/// `explain --json`: the parsed log's fields ([`ParsedLog`]) beside what
+/// was searched and each variant's answer.
+#[derive(Serialize)]
+struct ExplainReport<'a> {
+    /// The log's path, or "standard input".
+    log: &'a str,
+    #[serde(flatten)]
+    parsed: &'a ParsedLog,
+    /// The scenario bound, as the text report words it.
+    bound: String,
+    scenarios: &'a [Scenario],
+    limits: Limits,
+    variants: Vec<VariantReport<'a>>,
+    /// The variant being searched when SIGINT arrived.
+    interrupted: Option<String>,
+}
+
+/// One variant's [`Explanation`] with its verdict, the nodes its searches
+/// visited, and the found path's steps (`null` when nothing was found).
+#[derive(Serialize)]
+struct VariantReport<'a> {
+    #[serde(flatten)]
+    explanation: &'a Explanation,
+    verdict: &'static str,
+    nodes: usize,
+    steps: Option<Vec<model::trace::Step>>,
+}
+
+impl<'a> VariantReport<'a> {
+    fn new(e: &'a Explanation) -> Self {
+        let steps = e
+            .found
+            .as_ref()
+            .map(|f| model::trace::steps(&ReplyRace::new(e.variant, f.scenario), &f.actions));
+        VariantReport { explanation: e, verdict: verdict_of(e), nodes: e.nodes(), steps }
+    }
 }

@@ -87,6 +87,19 @@ fn json_names_each_variants_verdict_and_the_matched_steps() {
         .collect();
     assert_eq!(steps, [12, 13, 18, 19]);
     assert_eq!(variants[1]["verdict"], "not explainable");
+    // The shape scripts read: variants as on the command line, threads by
+    // name, each matched line as QEMU printed it, the path's steps.
+    assert_eq!(variants[0]["variant"], "qemu-9.1");
+    assert_eq!(variants[1]["variant"], "mutex");
+    let first = &variants[0]["found"]["matched"][0];
+    assert_eq!(first["thread"], "device start");
+    assert!(first["line"].as_str().unwrap().ends_with("Expected 22 received 30"), "{first}");
+    assert_eq!(variants[0]["found"]["tids"][0]["thread"], "device start");
+    assert!(variants[0]["found"]["tids"][0]["tid"].is_u64());
+    let path = variants[0]["steps"].as_array().unwrap();
+    assert_eq!(path.len(), variants[0]["found"]["actions"].as_array().unwrap().len());
+    assert!(variants[1]["steps"].is_null(), "no path where nothing was found");
+    assert_eq!(v["vhost_user_lines"].as_array().unwrap().len(), 4);
 }
 
 #[test]

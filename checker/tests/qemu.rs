@@ -226,7 +226,7 @@ fn qemu_prints_the_models_device_start_lines_for_every_counterexample_in_scope()
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(n("replayed") >= 10, "the default matrix alone has more device-start views");
     assert_eq!(n("agree"), n("replayed"));
-    // Every symptom QEMU's read path has was among them.
+    // Every symptom of QEMU's read path is among the lines QEMU printed.
     let printed: String = doc["outcomes"]
         .as_array()
         .unwrap()

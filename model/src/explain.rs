@@ -21,11 +21,11 @@
 //!
 //! Thread ids: a line with `pid,tid` binds the model thread that emits it to
 //! that tid, and every later line of that thread must carry the same one (the
-//! mapping from model thread to tid is a function). Device start and the main
-//! loop may share a tid (QEMU runs device start as a main-loop bottom half);
-//! the postcopy listen thread is a thread of its own, so its tid differs from
-//! both. All lines of one log come from one process (one pid). A line without
-//! ids matches by message only.
+//! mapping from model thread to tid is a function). Two model threads may
+//! share a tid when they run on one QEMU thread ([`may_share_tid`], from
+//! [`ThreadRole::tid`]); otherwise their tids differ. All lines of one log
+//! come from one process (one pid). A line without ids matches by message
+//! only.
 //!
 //! Leaves out: messages the model never emits (EOF and short payloads at
 //! shutdown, [`model_can_emit`]): [`parse_log`] sets them aside; scenario
@@ -39,7 +39,7 @@ use std::hash::{Hash, Hasher};
 
 use protocol::qemu_log::{LogLine, QemuError};
 use protocol::scenario::{Scenario, ThreadRole, Variant};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use stateright::Model;
 
 use crate::trace::{self, Column};
@@ -56,6 +56,7 @@ pub fn model_can_emit(error: &QemuError) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ParsedLog {
     /// The vhost-user lines the model can emit: the search target, in order.
+    #[serde(rename = "vhost_user_lines")]
     pub lines: Vec<LogLine>,
     /// The 1-based line number in the file of each of `lines`.
     pub line_numbers: Vec<usize>,
@@ -63,10 +64,12 @@ pub struct ParsedLog {
     /// out of the target.
     pub set_aside: Vec<(usize, LogLine)>,
     /// Lines that are no vhost-user message at all (ignored, counted).
+    #[serde(rename = "unrelated_lines")]
     pub unrelated: usize,
     /// Lines that carry a vhost-user message's text but do not parse (a
     /// number too large for its field, say), with their line numbers: the
     /// first [`ParsedLog::UNPARSED_KEPT`], each cut to 200 characters.
+    #[serde(rename = "unparsed_lines")]
     pub unparsed: Vec<(usize, String)>,
     /// How many such lines there were in all.
     pub unparsed_count: usize,
@@ -249,11 +252,13 @@ pub struct SearchRecord {
 /// A line of the target and the model step that emits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct MatchedLine {
-    /// The log's line.
+    /// The log's line (in JSON, as QEMU printed it).
+    #[serde(serialize_with = "as_display")]
     pub line: LogLine,
     /// The step (1-based, as numbered by [`trace::render`]) that logs it.
     pub step: usize,
-    /// The model thread that logs it.
+    /// The model thread that logs it (in JSON, `thread`, by its name).
+    #[serde(rename = "thread", serialize_with = "role_name")]
     pub role: ThreadRole,
 }
 
@@ -273,14 +278,38 @@ pub struct Found {
     /// Each target line with the step that emits it.
     pub matched: Vec<MatchedLine>,
     /// The thread id each model thread's lines carry in the log (threads
-    /// whose lines carry none, or that log nothing, are left out).
+    /// whose lines carry none, or that log nothing, are left out). In JSON,
+    /// `{"thread": name, "tid": tid}` objects.
+    #[serde(serialize_with = "tids_by_thread")]
     pub tids: Vec<(ThreadRole, u32)>,
+}
+
+/// Serializes a value as its `Display` text (a variant as on the command
+/// line, a log line as QEMU printed it).
+fn as_display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Serializes a thread by its name ("device start").
+fn role_name<S: Serializer>(role: &ThreadRole, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.name())
+}
+
+/// Serializes [`Found::tids`] as `{"thread": name, "tid": tid}` objects.
+fn tids_by_thread<S: Serializer>(tids: &[(ThreadRole, u32)], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct ThreadTid {
+        thread: &'static str,
+        tid: u32,
+    }
+    s.collect_seq(tids.iter().map(|&(r, tid)| ThreadTid { thread: r.name(), tid }))
 }
 
 /// The answer for one variant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Explanation {
-    /// The variant searched.
+    /// The variant searched (in JSON, spelled as on the command line).
+    #[serde(serialize_with = "as_display")]
     pub variant: Variant,
     /// The first explanation found (whole runs first, smallest scenario first).
     pub found: Option<Found>,
@@ -370,10 +399,10 @@ struct Ids {
     tids: [Option<u32>; 3],
 }
 
-/// Whether two model threads may log with the same tid: device start and the
-/// main loop may (both run in QEMU's main thread); the listen thread may not.
+/// Whether two model threads may log with the same tid: those that run on
+/// one QEMU thread, as [`ThreadRole::tid`] assigns them.
 pub fn may_share_tid(a: ThreadRole, b: ThreadRole) -> bool {
-    a == b || (a != ThreadRole::PostcopyListen && b != ThreadRole::PostcopyListen)
+    a.tid() == b.tid()
 }
 
 impl Ids {
