@@ -94,9 +94,10 @@ fn qemu_9_1_counterexample_logs_are_explained_by_qemu_9_1() {
     assert!(fed_back >= 3, "the qemu-9.1 row has logged counterexamples");
 }
 
-/// A log the reference printed on a real socket (CI, 2026-11-27) that the
-/// model could not produce while it logged in the same step as the read:
-/// the listen thread reads its misframed header first and logs it last.
+/// A log the reference printed on a real socket is a whole run of the
+/// model, in which the listen thread reads its misframed header first and
+/// logs it last: a failed check's log line is a step of its own, after
+/// which other threads may read and log before it.
 #[test]
 fn a_read_error_can_be_logged_after_later_reads_of_other_threads() {
     use ThreadRole::*;
