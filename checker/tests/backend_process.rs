@@ -19,8 +19,7 @@ use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures}
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 
-mod common;
-use common::{socket_path, BackendProcess};
+use crate::common::{socket_path, BackendProcess};
 
 #[test]
 fn rust_vmm_frontend_drives_the_backend_process() {

@@ -19,8 +19,7 @@ use reference::backend::trace::{Direction, TraceEvent};
 use reference::qemu::{QemuBinary, QemuProcess};
 use reference::wire::{Request, PROTOCOL_F_BACKEND_REQ, PROTOCOL_F_REPLY_ACK};
 
-mod common;
-use common::BackendProcess;
+use crate::common::BackendProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-race");
 
