@@ -732,3 +732,96 @@ fn reply_queue_is_safe_on_every_flag_combination() {
     let mutex = cell("mutex".parse().unwrap(), scenario("--miss-need-reply"), None);
     assert_eq!(mutex.outcome, Outcome { races: Some(false), hangs: Some(true) });
 }
+
+/// `--short-reads --device-start-without-bql --virtqueues 1`: the scenario
+/// of [`a_misframed_size_of_30_reads_30_bytes`].
+fn short_reads_one_update_without_bql() -> Scenario {
+    Scenario {
+        virtqueues: 1,
+        device_start_holds_bql: false,
+        short_reads: true,
+        ..Scenario::default()
+    }
+}
+
+/// Device start assembles the header `[16 5 1e]` from its own reply and
+/// POSTCOPY_END's, then waits for a 30-byte payload: the rest of
+/// POSTCOPY_END's reply (16 bytes) and 14 bytes of the main loop's reply.
+fn misframed_size_30_path() -> Vec<Action> {
+    vec![
+        Step(DeviceStart),    // write IOTLB_MSG vq 0
+        Step(PostcopyListen), // join fault thread
+        Step(PostcopyListen), // write POSTCOPY_END
+        BackendHandle,        // device start's ack [16 5 8 0 0]
+        Read(DeviceStart, 8), // header [16 5] (short)
+        Read(PostcopyListen, 12),
+        LogReadError(PostcopyListen),
+        Step(PostcopyListen), // vhost_user_postcopy_end reports the failure
+        BackendHandle,        // POSTCOPY_END's ack [1e 5 8 0 0]
+        Read(DeviceStart, 4), // header [16 5 1e]: size 30
+        Read(DeviceStart, 16),
+        BackendSendMiss,
+        ServeBackendChannel,
+        Step(MainLoop), // write IOTLB_MSG answer to miss
+        BackendHandle,  // the main loop's ack [16 5 8 0 0]
+        Read(DeviceStart, 14),
+    ]
+}
+
+#[test]
+fn a_misframed_size_of_30_reads_30_bytes() {
+    let model = ReplyRace::new("qemu-9.1".parse().unwrap(), short_reads_one_update_without_bql());
+    let path = misframed_size_30_path();
+    let before = model::trace::final_state(&model, &path[..path.len() - 1]);
+    let t = before.thread(DeviceStart);
+    assert_eq!(t.hdr, Some(Header { request: 22, flags: 5, size: 30 }));
+    assert_eq!(model.bytes_wanted(t, model::Op::ReadPayload), 14, "30 bytes less the 16 read");
+    assert_eq!(before.to_frontend.len(), 20, "the main loop's whole ack");
+
+    let s = model::trace::final_state(&model, &path);
+    // The payload read ended 14 bytes into the main loop's 20-byte ack: 6
+    // bytes are left, and the next header read starts there, 2 bytes into
+    // the ack's status word (a word model would have read 32 and left 4).
+    let ack = wire::ack_reply(Request::IotlbMsg, 0);
+    assert_eq!(s.to_frontend.bytes(), &ack[14..]);
+    assert!(!s.to_frontend.starts_message());
+    // The 30 bytes decode as request 22 (the expected one) and a status of
+    // 0x0000_0008_0000_0005 (POSTCOPY_END's `5 8`): the update fails
+    // silently and vhost_device_iotlb_miss reports it.
+    assert!(s.thread(DeviceStart).call_failed);
+    assert_eq!(
+        model.current_op(s.thread(DeviceStart)),
+        Some(model::Op::Report(reference::qemu_log::QemuError::IotlbUpdateFailed))
+    );
+
+    // The main loop reads the 6 bytes left (everything there is) and waits
+    // for 6 more that never come, holding the BQL.
+    let mut actions = Vec::new();
+    model.actions(&s, &mut actions);
+    assert!(actions.contains(&Read(MainLoop, 4)) && actions.contains(&Read(MainLoop, 6)));
+    let mut hang = path.clone();
+    hang.extend([Step(DeviceStart), Read(MainLoop, 6)]);
+    let end = model::trace::final_state(&model, &hang);
+    assert!(model.is_stuck(&end) && !end.all_done());
+    assert_eq!(model.bytes_wanted(end.thread(MainLoop), model::Op::ReadHeader), 6);
+    assert!(end.to_frontend.is_empty());
+}
+
+#[test]
+fn the_qemu_replay_of_a_misframed_size_of_30_sends_the_30_bytes_as_read() {
+    // What QEMU's device start is sent for its one IOTLB call: the chunks
+    // the model's device start read, byte for byte (12 header bytes in two
+    // reads, then 16 + 14 payload bytes).
+    let model = ReplyRace::new("qemu-9.1".parse().unwrap(), short_reads_one_update_without_bql());
+    let r = model::replay::device_start_replay(&model, &misframed_size_30_path()).unwrap();
+    let ack = wire::ack_reply(Request::IotlbMsg, 0);
+    let end = wire::ack_reply(Request::PostcopyEnd, 0);
+    let chunks = &r.plan.iotlb_replies;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(
+        chunks[0],
+        vec![ack[..8].to_vec(), end[..4].to_vec(), end[4..].to_vec(), ack[..14].to_vec()]
+    );
+    assert_eq!(chunks[0][2..].concat().len(), 30);
+    assert_eq!(r.lines, [reference::qemu_log::QemuError::IotlbUpdateFailed]);
+}

@@ -436,3 +436,40 @@ fn every_miss_need_reply_counterexample_the_reference_can_take_replays() {
     eprintln!("--miss-need-reply: {replayed} replayed, {skipped} not reference paths");
     assert!(replayed + skipped > 0);
 }
+
+#[test]
+fn a_misframed_size_of_30_reads_30_bytes_on_the_reference_too() {
+    // Device start assembles `[16 5 1e]` from two replies and reads a
+    // 30-byte payload: the reference's `read_all` of `size` bytes takes the
+    // same 16 + 14 bytes, and the main loop's next header read the 6 left.
+    use Action::*;
+    use ThreadRole::*;
+    let scenario = Scenario {
+        virtqueues: 1,
+        device_start_holds_bql: false,
+        short_reads: true,
+        ..Scenario::default()
+    };
+    let path = [
+        Step(DeviceStart),
+        Step(PostcopyListen),
+        Step(PostcopyListen),
+        BackendHandle,
+        Read(DeviceStart, 8),
+        Read(PostcopyListen, 12),
+        LogReadError(PostcopyListen),
+        Step(PostcopyListen),
+        BackendHandle,
+        Read(DeviceStart, 4),
+        Read(DeviceStart, 16),
+        BackendSendMiss,
+        ServeBackendChannel,
+        Step(MainLoop),
+        BackendHandle,
+        Read(DeviceStart, 14),
+        Step(DeviceStart),
+        Read(MainLoop, 6),
+    ];
+    let diffs = replay("qemu-9.1".parse().unwrap(), scenario, &path);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}
