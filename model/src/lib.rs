@@ -29,7 +29,7 @@
 //!   all the stream holds): see [`ReplyRace::read_sizes`]. A header whose
 //!   flags are not 0x5 is rejected without reading the payload, as in
 //!   `vhost_user_read_header`.
-//! - Ghost data per run of bytes (which thread's request it answers, whether
+//! - Ghost data per byte (which thread's request it answers, whether
 //!   a message starts there) so that properties can say who got whose reply.
 //! - The back-end: one request at a time (read and reply are one step),
 //!   REPLY_ACK replies, and `backend_misses` BACKEND_IOTLB_MSG misses sent at
@@ -702,7 +702,7 @@ impl ReplyRace {
             }
             Op::ReadPayload => {
                 t.reply_is_own &= own;
-                self.process_message_reply(s, role, read.bytes());
+                self.process_message_reply(s, role, &read.bytes());
             }
             _ => unreachable!("not a read"),
         }

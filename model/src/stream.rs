@@ -1,16 +1,15 @@
 //! One direction of a vhost-user socket as the model keeps it: the bytes in
-//! flight, in order, with ghost data per run of bytes (whose request the
-//! bytes belong to or answer, and whether a message starts at the run's
-//! first byte), so that the properties can say who read whose reply and
-//! whether a header read began where a message begins.
+//! flight, in order, with ghost data per byte (whose request the byte
+//! belongs to or answers, and whether a message starts at it), so that the
+//! properties can say who read whose reply and whether a header read began
+//! where a message begins.
 //!
-//! A write appends a whole message (one run). A read takes exactly the
-//! bytes it asks for, from any offset: a run is split where a read ends, and
-//! the part left on the stream no longer starts a message. The runs are kept
-//! in one canonical form (a run that does not start a message is merged into
-//! the run before it when both have the same owner), so two streams with the
-//! same bytes and the same owner and message start per byte are equal, and
-//! the model's state count is that of a per-byte ghost.
+//! A write appends a whole message. A read takes exactly the bytes it asks
+//! for, from any offset. Each byte is kept as one `u16` cell (the byte, its
+//! owner, whether a message starts at it): one allocation per stream and one
+//! hash write per stream in the model's states, and two streams with the
+//! same bytes and the same owner and message start per byte are equal.
+//! [`Stream::runs`] gives the ghost data as runs for readers.
 //!
 //! Leaves out: file descriptors sent with a message (none of the modelled
 //! messages carries one) and the kernel's buffer limits (a write always fits).
@@ -29,11 +28,36 @@ pub struct Run {
     pub start: bool,
 }
 
-/// Bytes on a stream (or read from one), with their ghost runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+/// A cell's owner bits (the owner's index in [`ThreadRole::ALL`]).
+const OWNER_SHIFT: u16 = 8;
+/// A cell's bit for "a message starts at this byte".
+const START: u16 = 1 << 10;
+
+fn cell(value: u8, owner: ThreadRole, start: bool) -> u16 {
+    u16::from(value) | (owner as u16) << OWNER_SHIFT | if start { START } else { 0 }
+}
+
+fn owner(cell: u16) -> ThreadRole {
+    ThreadRole::ALL[usize::from((cell >> OWNER_SHIFT) & 3)]
+}
+
+fn is_start(cell: u16) -> bool {
+    cell & START != 0
+}
+
+/// Bytes on a stream (or read from one), with their ghost data.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Stream {
-    bytes: Vec<u8>,
-    runs: Vec<Run>,
+    cells: Vec<u16>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("bytes", &hex(&self.bytes()))
+            .field("runs", &self.runs())
+            .finish()
+    }
 }
 
 impl Stream {
@@ -51,46 +75,40 @@ impl Stream {
 
     /// Number of bytes.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.cells.len()
     }
 
     /// Whether no byte is there.
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.cells.is_empty()
     }
 
     /// The bytes, in order.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    pub fn bytes(&self) -> Vec<u8> {
+        self.cells.iter().map(|&c| c as u8).collect()
     }
 
-    /// The ghost runs, in order; their lengths add up to [`Stream::len`].
-    pub fn runs(&self) -> &[Run] {
-        &self.runs
+    /// The ghost data as runs, in order: a new run where the owner changes
+    /// or a message starts. Their lengths add up to [`Stream::len`].
+    pub fn runs(&self) -> Vec<Run> {
+        let mut runs: Vec<Run> = Vec::new();
+        for &c in &self.cells {
+            match runs.last_mut() {
+                Some(r) if !is_start(c) && r.owner == owner(c) => r.len += 1,
+                _ => runs.push(Run { len: 1, owner: owner(c), start: is_start(c) }),
+            }
+        }
+        runs
     }
 
     /// Appends a whole message of `owner` (`vhost_user_write`: one `sendmsg`).
     pub fn push_message(&mut self, owner: ThreadRole, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        self.bytes.extend_from_slice(bytes);
-        self.push_run(Run { len: run_len(bytes.len()), owner, start: true });
-    }
-
-    fn push_run(&mut self, run: Run) {
-        match self.runs.last_mut() {
-            Some(last) if !run.start && last.owner == run.owner => last.len += run.len,
-            _ => self.runs.push(run),
-        }
+        self.cells.extend(bytes.iter().enumerate().map(|(i, &b)| cell(b, owner, i == 0)));
     }
 
     /// Appends bytes taken from another stream, ghost data and all.
     pub fn append(&mut self, other: Stream) {
-        self.bytes.extend(other.bytes);
-        for r in other.runs {
-            self.push_run(r);
-        }
+        self.cells.extend(other.cells);
     }
 
     /// Takes the first `n` bytes off the stream (a read of `n` bytes).
@@ -99,23 +117,7 @@ impl Stream {
     /// If fewer than `n` bytes are there.
     pub fn take(&mut self, n: usize) -> Stream {
         assert!(n <= self.len(), "take {n} of {} bytes", self.len());
-        let bytes: Vec<u8> = self.bytes.drain(..n).collect();
-        let mut runs = Vec::new();
-        let mut left = n;
-        while left > 0 {
-            let head = &mut self.runs[0];
-            let len = usize::from(head.len);
-            if len <= left {
-                runs.push(self.runs.remove(0));
-                left -= len;
-            } else {
-                runs.push(Run { len: run_len(left), ..*head });
-                head.len -= run_len(left);
-                head.start = false;
-                left = 0;
-            }
-        }
-        Stream { bytes, runs }
+        Stream { cells: self.cells.drain(..n).collect() }
     }
 
     /// The first `n` bytes, left on the stream (what a read of `n` would take).
@@ -123,7 +125,7 @@ impl Stream {
     /// # Panics
     /// If fewer than `n` bytes are there.
     pub fn peek(&self, n: usize) -> Stream {
-        self.clone().take(n)
+        Stream { cells: self.cells[..n].to_vec() }
     }
 
     /// Empties the stream, returning what it held.
@@ -133,22 +135,22 @@ impl Stream {
 
     /// Whether a message starts at the first byte.
     pub fn starts_message(&self) -> bool {
-        self.runs.first().is_some_and(|r| r.start)
+        self.cells.first().is_some_and(|&c| is_start(c))
     }
 
     /// The owner of the first byte.
     pub fn first_owner(&self) -> Option<ThreadRole> {
-        self.runs.first().map(|r| r.owner)
+        self.cells.first().map(|&c| owner(c))
     }
 
     /// Whether every byte belongs to `role`.
     pub fn all_owned_by(&self, role: ThreadRole) -> bool {
-        self.runs.iter().all(|r| r.owner == role)
+        self.foreign_owner(role).is_none()
     }
 
     /// The first owner that is not `role`, if any byte is someone else's.
     pub fn foreign_owner(&self, role: ThreadRole) -> Option<ThreadRole> {
-        self.runs.iter().map(|r| r.owner).find(|&o| o != role)
+        self.cells.iter().map(|&c| owner(c)).find(|&o| o != role)
     }
 
     /// The header in the first 12 bytes, as `vhost_user_read_header` decodes it.
@@ -156,7 +158,8 @@ impl Stream {
     /// # Panics
     /// If fewer than 12 bytes are there.
     pub fn header(&self) -> Header {
-        bytes_header(&self.bytes)
+        let bytes: Vec<u8> = self.cells[..HEADER_SIZE].iter().map(|&c| c as u8).collect();
+        bytes_header(&bytes)
     }
 }
 
@@ -166,10 +169,6 @@ impl Stream {
 /// If fewer than 12 bytes are given.
 pub fn bytes_header(bytes: &[u8]) -> Header {
     Header::from_bytes(bytes[..HEADER_SIZE].try_into().expect("12 header bytes"))
-}
-
-fn run_len(n: usize) -> u16 {
-    u16::try_from(n).expect("a run is shorter than 64 KiB")
 }
 
 /// `bytes` as the diagrams show them: each whole 4-byte group as a
@@ -195,7 +194,7 @@ mod tests {
     use ThreadRole::*;
 
     #[test]
-    fn a_read_inside_a_message_splits_its_run_and_the_rest_starts_nothing() {
+    fn a_read_inside_a_message_splits_its_run_and_the_rest_starts_no_message() {
         let mut s = Stream::message(DeviceStart, &[1; 20]);
         s.push_message(PostcopyListen, &[2; 20]);
         let first = s.take(14);
@@ -223,6 +222,7 @@ mod tests {
         read.append(s.take(5));
         assert_eq!(read, whole, "same bytes, same per-byte ghost, same value");
         assert!(s.is_empty() && s.runs().is_empty());
+        assert_eq!(read.runs(), [Run { len: 20, owner: DeviceStart, start: true }]);
     }
 
     #[test]

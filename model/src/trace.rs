@@ -88,7 +88,7 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
                 Op::WriteGetVringBase(vq) => format!("write GET_VRING_BASE vq {vq}"),
                 Op::AwaitReply => {
                     let t = last.thread(role);
-                    let mut s = format!("takes the reply handed to it {}", hex(t.buf.bytes()));
+                    let mut s = format!("takes the reply handed to it {}", hex(&t.buf.bytes()));
                     if let Some(other) = t.buf.foreign_owner(role) {
                         let _ = write!(s, " <- {}'s", other.name());
                     }
@@ -109,7 +109,7 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
             let foreign = taken.foreign_owner(role);
             let mut all = t.buf.clone();
             all.append(taken);
-            let mut s = format!("read {what} {}", hex(all.bytes()));
+            let mut s = format!("read {what} {}", hex(&all.bytes()));
             if op == Op::ReadHeader && model.bytes_wanted(t, op) == n {
                 let h = all.header();
                 if h.flags == wire::REPLY_FLAGS {
@@ -191,7 +191,7 @@ fn describe_queue_read(model: &ReplyRace, last: &State, role: ThreadRole, n: usi
     let mut all = last.reader_buf.clone();
     all.append(taken);
     let what = if header_done { "payload" } else { "header" };
-    let mut s = format!("read {what} {}", hex(all.bytes()));
+    let mut s = format!("read {what} {}", hex(&all.bytes()));
     if model.queue_bytes_wanted(last) > n {
         let _ = write!(s, " (short read)");
     } else if let Some(&head) = last.reply_queue.first() {
