@@ -1,6 +1,9 @@
 //! Counterexamples as people read them: one column per thread, each step in
 //! its thread's column in order (the two-thread race diagram of a bug
-//! report), followed by the log the interleaving makes QEMU print.
+//! report), followed by the log the interleaving makes QEMU print. Bytes
+//! read are shown as little-endian 4-byte words in hex, counted from the
+//! read's first byte, with a tail of 1 to 3 bytes after `|`
+//! ([`crate::stream::hex`]): `[16 5 1e]` is the header QEMU decodes.
 //!
 //! Leaves out: states between steps (the Explorer shows those) and colour.
 
