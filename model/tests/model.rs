@@ -825,3 +825,27 @@ fn the_qemu_replay_of_a_misframed_size_of_30_sends_the_30_bytes_as_read() {
     assert_eq!(chunks[0][2..].concat().len(), 30);
     assert_eq!(r.lines, [reference::qemu_log::QemuError::IotlbUpdateFailed]);
 }
+
+#[test]
+fn a_short_read_takes_a_multiple_of_4_bytes_or_all_it_can() {
+    let sizes = |short_reads: bool, want: usize, have: usize| -> Vec<u16> {
+        let scenario = Scenario { short_reads, ..Scenario::default() };
+        let model = ReplyRace::new("qemu-9.1".parse().unwrap(), scenario);
+        let mut actions = Vec::new();
+        model.read_sizes(DeviceStart, want, have, &mut actions);
+        actions
+            .into_iter()
+            .map(|a| match a {
+                Read(DeviceStart, n) => n,
+                other => panic!("not a read of device start: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(sizes(true, 12, 20), [4, 8, 12], "a header: whole words, all it asks");
+    assert_eq!(sizes(true, 30, 16), [4, 8, 12, 16], "all there is");
+    assert_eq!(sizes(true, 14, 20), [4, 8, 12, 14], "the rest of a 30-byte payload");
+    assert_eq!(sizes(true, 12, 6), [4, 6], "a 6-byte remnant: 4, or all 6");
+    assert_eq!(sizes(true, 12, 0), [] as [u16; 0], "nothing there: blocked");
+    assert_eq!(sizes(false, 30, 16), [] as [u16; 0], "whole reads wait for all 30");
+    assert_eq!(sizes(false, 30, 30), [30]);
+}
