@@ -42,7 +42,7 @@ pub struct BackendArgs {
     /// (`-` for standard error).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Fault injection: answer device start's IOTLB updates with the words
+    /// Fault injection: answer device start's IOTLB updates with the bytes
     /// device start reads in a model counterexample (the JSON that `trace`
     /// prints), to replay it on QEMU. Not how any back-end behaves.
     #[arg(long, value_name = "TRACE_JSON")]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use model::verdict::{self, CheckOptions, Verdict};
-use model::{ReplyRace, PROPERTIES};
+use model::{Prop, ReplyRace, PROPERTIES};
 use reference::scenario::{Scenario, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 
 use crate::output;
@@ -363,9 +363,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Trace { variant, property, explore_link, scenario, check }) => {
             let scenario = scenario.scenario()?;
-            let Some(&(name, _)) = PROPERTIES.iter().find(|(name, title)| {
-                *name == property || *title == property || output::column(title) == property
-            }) else {
+            let by_column = |p: &Prop| output::column(p.title()) == property;
+            let Some(name) = Prop::find(&property)
+                .or_else(|| Prop::ALL.into_iter().find(by_column))
+                .map(Prop::name)
+            else {
                 let known: Vec<String> = PROPERTIES
                     .iter()
                     .map(|(n, t)| format!("'{n}' ({})", output::column(t)))

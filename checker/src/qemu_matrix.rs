@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use model::verdict;
+use model::{verdict, Prop};
 use reference::backend::FaultInjection;
 use reference::qemu::QemuBinary;
 use reference::scenario::Variant;
@@ -158,13 +158,9 @@ fn parse_binary(s: &str) -> Result<(Variant, PathBuf)> {
 fn model_postcopy(variant: Variant) -> String {
     let v =
         verdict::check(variant, crate::qemu_migrate::migrate_scenario(), &model_check_options());
-    let races = [
-        "every reply reaches its requester",
-        "no header is read mid-message",
-        "no error is logged",
-    ]
-    .iter()
-    .any(|p| !v.property(p).expect("a property").holds);
+    let races = [Prop::Reply, Prop::Framing, Prop::NoLog]
+        .iter()
+        .any(|p| !v.property(p.name()).expect("a property").holds);
     if races { "races" } else { "safe" }.to_string()
 }
 

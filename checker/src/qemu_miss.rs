@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use model::verdict;
+use model::{verdict, Prop};
 use reference::backend::trace::Direction;
 use reference::backend::BackendConfig;
 use reference::qemu::{QemuBinary, Qmp};
@@ -111,7 +111,7 @@ pub fn miss_run(
         ..Scenario::default()
     };
     let v = verdict::check(variant, scenario, &model_check_options());
-    let model_deadlocks = !v.property("no deadlock").expect("a property").holds;
+    let model_deadlocks = !v.property(Prop::Deadlock.name()).expect("a property").holds;
     std::fs::create_dir_all(dir)?;
     let cfg = BackendConfig { map_memory: true, misses: 1, miss_need_reply: need_reply };
     let peer = BackendPeer::start_with(&dir.join("vhost.sock"), BOOT_TIMEOUT, cfg, |b| {

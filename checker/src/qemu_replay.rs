@@ -1,7 +1,7 @@
 //! `vhost-race qemu-replay`: QEMU's own binary judges the model. For each
 //! counterexample (and each log in `examples/logs/` that `qemu-9.1`
 //! explains), the reference back-end answers QEMU's device start with the
-//! words device start reads in the model's path ([`model::replay`]), and
+//! bytes device start reads in the model's path ([`model::replay`]), and
 //! QEMU's standard error must hold exactly the model's device-start lines,
 //! in order, byte for byte after the program prefix.
 //!
@@ -178,7 +178,8 @@ pub struct Outcome {
     /// Why it was skipped or why QEMU failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The chunks the back-end sent per IOTLB call, as hex words.
+    /// The chunks the back-end sent per IOTLB call, as hex words (a tail of
+    /// fewer than 4 bytes as bytes: [`model::stream::hex`]).
     pub plan: Vec<Vec<String>>,
     /// Device start's lines in the model.
     pub model_lines: Vec<String>,
@@ -250,7 +251,7 @@ pub fn replay_case(qemu: &QemuBinary, case: &Case, work: &Path) -> Result<Outcom
         .plan
         .iotlb_replies
         .iter()
-        .map(|c| c.iter().map(|b| reference::wire::hex_words(b)).collect())
+        .map(|c| c.iter().map(|b| model::stream::hex(b)).collect())
         .collect();
     out.model_lines = r.lines.iter().map(QemuError::to_string).collect();
     if r.plan.iotlb_replies.len() > QEMU_IOTLB_CALLS {

@@ -5,7 +5,7 @@
 //!
 //! Each page names the variant and the scenario (in the step text and at
 //! the top of the SVG), describes the step taken as the CLI diagram does
-//! (thread, op, words read, the QEMU line it logs; [`crate::trace`] writes
+//! (thread, op, bytes read, the QEMU line it logs; [`crate::trace`] writes
 //! those texts), draws the path so far as the race diagram in SVG, and
 //! marks the properties the state violates.
 //!
@@ -59,13 +59,13 @@ pub fn title(model: &ReplyRace) -> String {
 }
 
 /// An action without its state (the Explorer's lists of actions): who
-/// moves and what kind of step it is. The step text with the words read is
+/// moves and what kind of step it is. The step text with the bytes read is
 /// in [`format_step`].
 pub fn format_action(action: &Action) -> String {
     let who = trace::column(*action).title();
     match *action {
         Action::Step(_) => format!("{who}: next op"),
-        Action::Read(_, n) => format!("{who}: read {} bytes", 4 * u32::from(n)),
+        Action::Read(_, n) => format!("{who}: read {n} bytes"),
         Action::LogReadError(_) => format!("{who}: error_report of the failed read check"),
         Action::ServeBackendChannel => format!("{who}: take BQL, read a back-end message"),
         Action::RunPostcopyBh => format!("{who}: take BQL, run the postcopy cleanup BH"),
@@ -154,9 +154,9 @@ pub fn format_step(model: &ReplyRace, last: &State, action: Action) -> Option<St
     let _ = writeln!(
         out,
         "main socket: {} bytes to the back-end, {} reply bytes waiting; back-end channel: {} bytes",
-        4 * next.to_backend.len(),
-        4 * next.to_frontend.len(),
-        4 * (next.backend_channel.len() + next.backend_channel_replies.len())
+        next.to_backend.len(),
+        next.to_frontend.len(),
+        next.backend_channel.len() + next.backend_channel_replies.len()
     );
     if model.is_stuck(&next) {
         if next.all_done() {
@@ -302,6 +302,7 @@ mod tests {
     use stateright::Checker;
 
     use super::*;
+    use crate::Prop;
 
     /// The breadth-first checker's discovery of `name` (a shortest path).
     fn discovery(model: &ReplyRace, name: &'static str) -> Option<Vec<Action>> {
@@ -343,7 +344,7 @@ mod tests {
     fn a_stuck_state_violates_both_the_deadlock_and_the_liveness_property() {
         let scenario = Scenario { miss_need_reply: true, ..Scenario::default() };
         let model = ReplyRace::new(Variant::new(LockPolicy::Mutex), scenario);
-        let ce = discovery(&model, "no deadlock").expect("the mutex deadlocks here");
+        let ce = discovery(&model, Prop::Deadlock.name()).expect("the mutex deadlocks here");
         let last = trace::final_state(&model, &ce);
         let bad = violated(&model, &last);
         assert!(bad.contains(&"no deadlock (deadlock)".to_string()), "{bad:?}");

@@ -16,16 +16,21 @@
 //!   (under the BQL: answers each back-end IOTLB miss with an update and its
 //!   reply read, replying on the back-end channel if the miss asked; runs the
 //!   10.2 bottom half).
-//! - The socket as streams of 4-byte words built with [`protocol::wire`]:
-//!   front-end to back-end, back-end to front-end, and the back-end channel
-//!   both ways. A write appends a whole message at once. A front-end read
-//!   takes exactly what QEMU's `read_all` asks for (3 header words, then the
-//!   payload) and blocks until it is there; with
-//!   [`Scenario::short_reads`] a read may take fewer words and loop. A header
-//!   whose flags are not 0x5 is rejected without reading the payload, as in
+//! - The socket as byte streams ([`stream::Stream`]) built with
+//!   [`protocol::wire`]: front-end to back-end, back-end to front-end, and
+//!   the back-end channel both ways. A write appends a whole message at
+//!   once. A front-end read takes exactly the bytes QEMU's `read_all` asks
+//!   for, at whatever offset the stream is (12 header bytes, then the
+//!   header's `size` bytes, so a misframed size of 30 reads 30 bytes and the
+//!   next header starts where that read ended), and blocks until they are
+//!   there. With [`Scenario::short_reads`] a `recv` may return less and
+//!   `read_all` loops; to keep the state space small a short read returns a
+//!   multiple of 4 bytes, or everything it can (all it still asks for, or
+//!   all the stream holds): see [`ReplyRace::read_sizes`]. A header whose
+//!   flags are not 0x5 is rejected without reading the payload, as in
 //!   `vhost_user_read_header`.
-//! - Ghost data on every word (which thread's request it answers, whether a
-//!   message starts there) so that properties can say who got whose reply.
+//! - Ghost data per byte (which thread's request it answers, whether
+//!   a message starts there) so that properties can say who got whose reply.
 //! - The back-end: one request at a time (read and reply are one step),
 //!   REPLY_ACK replies, and `backend_misses` BACKEND_IOTLB_MSG misses sent at
 //!   any moment between requests; with NEED_REPLY it waits for the answer
@@ -39,7 +44,8 @@
 //! What is left out (see CONFORMANCE.md): the postcopy fault thread (no
 //! socket traffic; its join is a step without effect), rollback requests after
 //! a failed start, requests before and after the race (handshake, vring
-//! setup), back-end failures (every ack is 0), partial words, and timing.
+//! setup), back-end failures (every ack is 0), short reads of other than a
+//! multiple of 4 bytes or all that can be read, and timing.
 //!
 //! The smallest scenario (one IOTLB update, nothing else, `qemu-9.1`) has
 //! exactly these reachable states, which `tests/model.rs` pins:
@@ -57,20 +63,12 @@ use stateright::{Model, Property};
 pub mod explain;
 pub mod explorer;
 pub mod replay;
+pub mod stream;
 pub mod sweep;
 pub mod trace;
 pub mod verdict;
 
-/// A 4-byte word on a stream, with ghost data the properties read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Word {
-    /// The bytes as a little-endian u32.
-    pub value: u32,
-    /// Whose request this word belongs to (or answers).
-    pub owner: ThreadRole,
-    /// Whether a message starts at this word.
-    pub start: bool,
-}
+pub use stream::{Run, Stream};
 
 /// One step of a thread's program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -124,8 +122,8 @@ pub enum Routine {
     Absent,
     /// Main loop only: waiting in poll for a back-end message or a bottom half.
     Idle,
-    /// Running program `id` of [`ReplyRace::programs`].
-    Running(u8),
+    /// Running this program of [`ReplyRace::programs`].
+    Running(Program),
     /// The thread has finished its work.
     Done,
 }
@@ -137,8 +135,9 @@ pub struct ThreadState {
     pub routine: Routine,
     /// Index of the next op of its program.
     pub pc: u8,
-    /// Words of the read in progress (header or payload).
-    pub buf: Vec<Word>,
+    /// Bytes of the read in progress (header or payload); with the reply
+    /// queue, the whole reply handed to this thread.
+    pub buf: Stream,
     /// The header read, while its payload is read.
     pub hdr: Option<Header>,
     /// Request code of the call in flight (what `process_message_reply` expects).
@@ -172,7 +171,7 @@ impl ThreadState {
         ThreadState {
             routine,
             pc: 0,
-            buf: Vec::new(),
+            buf: Stream::new(),
             hdr: None,
             expect: 0,
             call_failed: false,
@@ -206,13 +205,13 @@ pub struct State {
     /// The back-end.
     pub backend: BackendState,
     /// Main socket, front-end to back-end.
-    pub to_backend: Vec<Word>,
+    pub to_backend: Stream,
     /// Main socket, back-end to front-end: the replies.
-    pub to_frontend: Vec<Word>,
+    pub to_frontend: Stream,
     /// Back-end channel, back-end to front-end: the misses.
-    pub backend_channel: Vec<Word>,
+    pub backend_channel: Stream,
     /// Back-end channel, front-end to back-end: answers to misses.
-    pub backend_channel_replies: Vec<Word>,
+    pub backend_channel_replies: Stream,
     /// Holder of the BQL.
     pub bql: Option<ThreadRole>,
     /// Holder of the request/reply mutex.
@@ -221,7 +220,7 @@ pub struct State {
     pub bh_pending: bool,
     /// What QEMU has logged, in order, with the thread that logged it.
     pub log: Vec<(ThreadRole, QemuError)>,
-    /// Ghost: some thread consumed words of another thread's reply.
+    /// Ghost: some thread consumed bytes of another thread's reply.
     pub stolen: bool,
     /// Ghost: some header read began in the middle of a message.
     pub misframed: bool,
@@ -231,8 +230,8 @@ pub struct State {
     /// Reply queue: the thread reading a reply for the queue's head, while
     /// the reply is not whole yet.
     pub reader: Option<ThreadRole>,
-    /// Reply queue: the words of the reply being read.
-    pub reader_buf: Vec<Word>,
+    /// Reply queue: the bytes of the reply being read.
+    pub reader_buf: Stream,
     /// Reply queue: the BQL's holder, while it lends the BQL to the main
     /// loop's back-end channel handler.
     pub bql_lent_by: Option<ThreadRole>,
@@ -267,8 +266,8 @@ impl State {
 pub enum Action {
     /// The thread executes its next op that is not a read.
     Step(ThreadRole),
-    /// The thread's read takes this many words from the socket.
-    Read(ThreadRole, u8),
+    /// The thread's read takes this many bytes from the socket.
+    Read(ThreadRole, u16),
     /// The thread's `error_report` for the check its last read failed.
     LogReadError(ThreadRole),
     /// Main loop: takes the BQL and reads a back-end channel message.
@@ -283,11 +282,20 @@ pub enum Action {
     BackendReadMissReply,
 }
 
-/// Program ids in [`ReplyRace::programs`].
-const PROG_DEVICE_START: u8 = 0;
-const PROG_LISTEN: u8 = 1;
-const PROG_MISS: u8 = 2;
-const PROG_BH: u8 = 3;
+/// The programs a thread runs, each an index into [`ReplyRace::programs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Program {
+    /// `vhost_dev_start`'s IOTLB updates (and, with `--device-stop`,
+    /// `vhost_dev_stop` at quit).
+    DeviceStart,
+    /// `postcopy_ram_listen_thread`'s end: the fault-thread join and
+    /// POSTCOPY_END (or, in QEMU 10.2, scheduling the bottom half).
+    Listen,
+    /// The main loop's `backend_read` of one BACKEND_IOTLB_MSG miss.
+    Miss,
+    /// The main loop's postcopy cleanup bottom half (QEMU 10.2).
+    Bh,
+}
 
 /// The model: a variant on a scenario.
 #[derive(Clone, Debug)]
@@ -296,8 +304,7 @@ pub struct ReplyRace {
     pub variant: Variant,
     /// Threads and workload.
     pub scenario: Scenario,
-    /// Programs: device start, postcopy listen, main-loop miss handler,
-    /// main-loop postcopy bottom half.
+    /// The ops of each [`Program`], indexed by it.
     pub programs: [Vec<Op>; 4],
 }
 
@@ -340,7 +347,7 @@ impl ReplyRace {
                 device_start.push(Op::AbortIfFailed(0));
             }
         }
-        let tail = device_start.len() as u8;
+        let tail = pc(device_start.len());
         for i in abort_sites {
             device_start[i] = Op::AbortIfFailed(tail);
         }
@@ -359,7 +366,7 @@ impl ReplyRace {
                 ));
             }
             device_start.push(Op::ReleaseBql);
-            device_start[await_quit] = Op::AwaitQuit(device_start.len() as u8);
+            device_start[await_quit] = Op::AwaitQuit(pc(device_start.len()));
         }
 
         let mut listen = Vec::new();
@@ -393,6 +400,11 @@ impl ReplyRace {
         ReplyRace { variant, scenario, programs: [device_start, listen, miss, bh] }
     }
 
+    /// The ops of `program`.
+    pub fn program(&self, program: Program) -> &[Op] {
+        &self.programs[program as usize]
+    }
+
     /// Whether the main loop has a postcopy bottom half to run in this scenario.
     fn main_loop_runs_bh(&self) -> bool {
         self.scenario.postcopy_end && self.variant.policy.postcopy_end_in_main_loop()
@@ -401,37 +413,65 @@ impl ReplyRace {
     /// The op a thread is at, if it is running a program.
     pub fn current_op(&self, t: &ThreadState) -> Option<Op> {
         match t.routine {
-            Routine::Running(p) => self.programs[p as usize].get(t.pc as usize).copied(),
+            Routine::Running(p) => self.program(p).get(usize::from(t.pc)).copied(),
             _ => None,
         }
     }
 
-    /// Words a read still needs, for a thread at `ReadHeader` or `ReadPayload`.
-    fn words_wanted(&self, t: &ThreadState, op: Op) -> usize {
+    /// Bytes a read still needs, for a thread at `ReadHeader` or
+    /// `ReadPayload`: what `read_all` was asked for (12, or the header's
+    /// `size`) less what it has.
+    pub fn bytes_wanted(&self, t: &ThreadState, op: Op) -> usize {
         let total = match op {
-            Op::ReadHeader => wire::HEADER_SIZE / 4,
-            Op::ReadPayload => {
-                (t.hdr.expect("payload read follows a header").size as usize).div_ceil(4)
-            }
+            Op::ReadHeader => wire::HEADER_SIZE,
+            Op::ReadPayload => t.hdr.expect("payload read follows a header").size as usize,
             _ => unreachable!("not a read"),
         };
         total - t.buf.len()
     }
 
-    /// Reply queue: words the reader still needs for the reply it reads: a
+    /// Reply queue: bytes the reader still needs for the reply it reads: a
     /// header, then the payload the header announces (none if the header
     /// fails QEMU's check, which then ends the read).
-    pub fn queue_words_wanted(&self, s: &State) -> usize {
+    pub fn queue_bytes_wanted(&self, s: &State) -> usize {
         let have = s.reader_buf.len();
-        let hdr_words = wire::HEADER_SIZE / 4;
-        if have < hdr_words {
-            return hdr_words - have;
+        if have < wire::HEADER_SIZE {
+            return wire::HEADER_SIZE - have;
         }
-        let hdr = words_header(&s.reader_buf[..hdr_words]);
+        let hdr = s.reader_buf.header();
         if hdr.validate_reply().is_err() {
             return 0;
         }
-        hdr_words + (hdr.size as usize).div_ceil(4) - have
+        wire::HEADER_SIZE + hdr.size as usize - have
+    }
+
+    /// The byte counts a read that still wants `want` bytes may take when
+    /// the stream holds `have`, pushed as [`Action::Read`]s of `role`.
+    /// Without short reads: all it wants, once it is there. With short
+    /// reads (`recv` returns less and `read_all` loops): any multiple of 4
+    /// bytes below what it wants and what is there, or everything it can
+    /// (all it wants, or all there is). Short reads of other sizes are left
+    /// out to keep the state space small; every size QEMU's `read_all` asks
+    /// for is still read exactly.
+    pub fn read_sizes(
+        &self,
+        role: ThreadRole,
+        want: usize,
+        have: usize,
+        actions: &mut Vec<Action>,
+    ) {
+        let read = |n: usize| Action::Read(role, u16::try_from(n).expect("a read under 64 KiB"));
+        if !self.scenario.short_reads {
+            if have >= want && want > 0 {
+                actions.push(read(want));
+            }
+            return;
+        }
+        let most = want.min(have);
+        actions.extend((4..most).step_by(4).map(read));
+        if most > 0 {
+            actions.push(read(most));
+        }
     }
 
     /// Reply queue: whether the main loop may borrow the BQL now, because
@@ -464,8 +504,7 @@ impl ReplyRace {
         loop {
             let t = s.thread(role);
             let Routine::Running(p) = t.routine else { return };
-            let prog = &self.programs[p as usize];
-            match prog.get(t.pc as usize) {
+            match self.program(p).get(usize::from(t.pc)) {
                 Some(Op::Report(_)) if !t.call_failed => s.thread_mut(role).pc += 1,
                 Some(Op::AbortIfFailed(target)) => {
                     let target = *target;
@@ -513,12 +552,7 @@ impl ReplyRace {
     }
 
     fn write_no_reply(s: &mut State, role: ThreadRole, bytes: &[u8]) {
-        let words = wire::to_words(bytes);
-        s.to_backend.extend(words.iter().enumerate().map(|(i, &value)| Word {
-            value,
-            owner: role,
-            start: i == 0,
-        }));
+        s.to_backend.push_message(role, bytes);
     }
 
     /// Executes a non-read op.
@@ -553,14 +587,8 @@ impl ReplyRace {
                 let t = s.thread(role);
                 if t.miss_need_reply {
                     let status = u64::from(t.call_failed);
-                    let words = wire::to_words(&wire::ack_reply(BackendRequest::IotlbMsg, status));
-                    s.backend_channel_replies.extend(
-                        words.iter().enumerate().map(|(i, &value)| Word {
-                            value,
-                            owner: role,
-                            start: i == 0,
-                        }),
-                    );
+                    let reply = wire::ack_reply(BackendRequest::IotlbMsg, status);
+                    s.backend_channel_replies.push_message(role, &reply);
                 }
             }
             Op::JoinFaultThread => {}
@@ -591,27 +619,27 @@ impl ReplyRace {
         t.call_failed = false;
     }
 
-    /// Reply queue: `role` reads `n` words of the reply at the front of the
+    /// Reply queue: `role` reads `n` bytes of the reply at the front of the
     /// socket; once it is whole, it is handed to the queue's head.
     fn exec_queue_read(&self, s: &mut State, role: ThreadRole, n: usize) {
-        let taken: Vec<Word> = s.to_frontend.drain(..n).collect();
-        if s.reader_buf.is_empty() && !taken[0].start {
+        let taken = s.to_frontend.take(n);
+        if s.reader_buf.is_empty() && !taken.starts_message() {
             s.misframed = true;
         }
         s.reader = Some(role);
-        s.reader_buf.extend(taken);
-        if self.queue_words_wanted(s) > 0 {
+        s.reader_buf.append(taken);
+        if self.queue_bytes_wanted(s) > 0 {
             return; // read_all loops for the rest
         }
         s.reader = None;
-        let reply = std::mem::take(&mut s.reader_buf);
+        let reply = s.reader_buf.take_all();
         if s.reply_queue.is_empty() {
             // A reply nobody asked for: the stream is no longer in step.
             s.stolen = true;
             return;
         }
         let head = s.reply_queue.remove(0);
-        if reply.iter().any(|w| w.owner != head) {
+        if !reply.all_owned_by(head) {
             s.stolen = true;
         }
         let t = s.thread_mut(head);
@@ -622,12 +650,11 @@ impl ReplyRace {
     /// Reply queue: the reply handed to `role` goes through the same checks
     /// as a read one (`vhost_user_read_header`, then `process_message_reply`).
     fn exec_await_reply(&self, s: &mut State, role: ThreadRole) {
-        let hdr_words = wire::HEADER_SIZE / 4;
         let t = s.thread_mut(role);
         t.reply_handed = false;
-        let reply = std::mem::take(&mut t.buf);
-        let hdr = words_header(&reply[..hdr_words]);
-        t.reply_is_own = reply.iter().all(|w| w.owner == role) && reply[0].start;
+        let reply = t.buf.take_all();
+        let hdr = reply.header();
+        t.reply_is_own = reply.all_owned_by(role) && reply.starts_message();
         if let Err(e) = reply_check_error(&hdr) {
             fail_call(t, role);
             t.pc += 1;
@@ -636,32 +663,28 @@ impl ReplyRace {
             return;
         }
         t.hdr = Some(hdr);
-        let payload =
-            wire::from_words(&reply[hdr_words..].iter().map(|w| w.value).collect::<Vec<_>>());
-        self.process_message_reply(s, role, &payload[..(hdr.size as usize).min(payload.len())]);
+        self.process_message_reply(s, role, &reply.bytes()[wire::HEADER_SIZE..]);
     }
 
-    /// Takes `n` words of a read; when the read is complete, applies QEMU's checks.
+    /// Takes `n` bytes of a read; when the read is complete, applies QEMU's checks.
     fn exec_read(&self, s: &mut State, role: ThreadRole, op: Op, n: usize) {
-        let taken: Vec<Word> = s.to_frontend.drain(..n).collect();
-        if taken.iter().any(|w| w.owner != role) {
+        let taken = s.to_frontend.take(n);
+        if !taken.all_owned_by(role) {
             s.stolen = true;
         }
-        if op == Op::ReadHeader && s.thread(role).buf.is_empty() && !taken[0].start {
+        if op == Op::ReadHeader && s.thread(role).buf.is_empty() && !taken.starts_message() {
             s.misframed = true;
         }
-        s.thread_mut(role).buf.extend(taken);
-        if self.words_wanted(s.thread(role), op) > 0 {
+        s.thread_mut(role).buf.append(taken);
+        if self.bytes_wanted(s.thread(role), op) > 0 {
             return; // read_all loops for the rest
         }
         let t = s.thread_mut(role);
-        let own =
-            t.buf.iter().all(|w| w.owner == role) && (op == Op::ReadPayload || t.buf[0].start);
-        let bytes = wire::from_words(&t.buf.iter().map(|w| w.value).collect::<Vec<_>>());
-        t.buf.clear();
+        let read = t.buf.take_all();
+        let own = read.all_owned_by(role) && (op == Op::ReadPayload || read.starts_message());
         match op {
             Op::ReadHeader => {
-                let hdr = Header::from_bytes(&bytes.try_into().expect("12 header bytes"));
+                let hdr = read.header();
                 t.reply_is_own = own;
                 if let Err(e) = reply_check_error(&hdr) {
                     // vhost_user_read fails without reading the payload.
@@ -679,7 +702,7 @@ impl ReplyRace {
             }
             Op::ReadPayload => {
                 t.reply_is_own &= own;
-                self.process_message_reply(s, role, &bytes);
+                self.process_message_reply(s, role, &read.bytes());
             }
             _ => unreachable!("not a read"),
         }
@@ -726,45 +749,34 @@ impl ReplyRace {
 
     /// The back-end handles the request at the head of the main socket.
     fn backend_handle(s: &mut State) {
-        let hdr_bytes =
-            wire::from_words(&s.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>());
-        let hdr = Header::from_bytes(&hdr_bytes.try_into().expect("12 bytes"));
-        let len = 3 + (hdr.size as usize).div_ceil(4);
-        let owner = s.to_backend[0].owner;
-        let first_payload_word = s.to_backend.get(3).map(|w| w.value);
-        s.to_backend.drain(..len);
-        if hdr.request == Request::GetVringBase as u32 {
+        let hdr = s.to_backend.header();
+        let request = s.to_backend.take(wire::HEADER_SIZE + hdr.size as usize);
+        let owner = request.first_owner().expect("a request has bytes");
+        let reply = if hdr.request == Request::GetVringBase as u32 {
             // Always answered, with the ring's state (index, base 0).
-            let vq = first_payload_word.unwrap_or(0);
+            let payload = &request.bytes()[wire::HEADER_SIZE..];
+            let vq = payload.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")));
             let body = wire::vring_state_to_bytes(vq, 0);
-            let bytes = wire::encode(Header::reply(Request::GetVringBase, body.len()), &body);
-            let words = wire::to_words(&bytes);
-            s.to_frontend.extend(words.iter().enumerate().map(|(i, &value)| Word {
-                value,
-                owner,
-                start: i == 0,
-            }));
+            wire::encode(Header::reply(Request::GetVringBase, body.len()), &body)
         } else if hdr.need_reply() {
             // REPLY_ACK: IOTLB_MSG and POSTCOPY_END are both acknowledged with 0.
-            let words = wire::to_words(&wire::ack_reply(hdr.request, 0));
-            s.to_frontend.extend(words.iter().enumerate().map(|(i, &value)| Word {
-                value,
-                owner,
-                start: i == 0,
-            }));
-        }
+            wire::ack_reply(hdr.request, 0)
+        } else {
+            return;
+        };
+        s.to_frontend.push_message(owner, &reply);
     }
 
-    /// Whether a whole message of the back-end channel is there (misses are 11 words).
+    /// Whether a whole message of the back-end channel is there (a miss is
+    /// one IOTLB request).
     fn backend_message_ready(s: &State) -> bool {
-        s.backend_channel.len() >= wire::IOTLB_REQUEST_SIZE / 4
+        s.backend_channel.len() >= wire::IOTLB_REQUEST_SIZE
     }
 }
 
-/// The header of a reply from its three words.
-fn words_header(words: &[Word]) -> Header {
-    let bytes = wire::from_words(&words.iter().map(|w| w.value).collect::<Vec<_>>());
-    Header::from_bytes(&bytes.try_into().expect("12 header bytes"))
+/// A program counter for an op index.
+fn pc(index: usize) -> u8 {
+    u8::try_from(index).expect("programs have fewer than 256 ops")
 }
 
 /// The line `vhost_user_read` logs when a reply header fails its check.
@@ -793,16 +805,80 @@ fn fail_call(t: &mut ThreadState, role: ThreadRole) {
     }
 }
 
-/// Every property, in matrix column order, with its short column title.
-pub const PROPERTIES: [(&str, &str); 7] = [
-    ("every reply reaches its requester", "reply"),
-    ("no header is read mid-message", "framing"),
-    ("no error is logged", "no log"),
-    ("device start succeeds only on its own acks", "start ok"),
-    ("no deadlock", "deadlock"),
-    ("every thread finishes", "finishes"),
-    ("the channel is usable afterwards", "channel"),
-];
+/// The model's properties, in matrix column order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Prop {
+    /// No thread consumes bytes of another thread's reply.
+    Reply,
+    /// Every header read starts where a message starts.
+    Framing,
+    /// QEMU logs nothing.
+    NoLog,
+    /// Device start reports success only if each of its updates was
+    /// acknowledged by its own reply.
+    StartOk,
+    /// No reachable state has nothing enabled while a thread is unfinished.
+    Deadlock,
+    /// Every path ends with every thread finished (liveness).
+    Finishes,
+    /// Once every thread is done, no byte is left on a stream.
+    Channel,
+}
+
+impl Prop {
+    /// Every property, in matrix column order.
+    pub const ALL: [Prop; 7] = [
+        Prop::Reply,
+        Prop::Framing,
+        Prop::NoLog,
+        Prop::StartOk,
+        Prop::Deadlock,
+        Prop::Finishes,
+        Prop::Channel,
+    ];
+
+    /// The property's name, as stateright and the reports give it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Prop::Reply => "every reply reaches its requester",
+            Prop::Framing => "no header is read mid-message",
+            Prop::NoLog => "no error is logged",
+            Prop::StartOk => "device start succeeds only on its own acks",
+            Prop::Deadlock => "no deadlock",
+            Prop::Finishes => "every thread finishes",
+            Prop::Channel => "the channel is usable afterwards",
+        }
+    }
+
+    /// The property's short matrix column title.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Prop::Reply => "reply",
+            Prop::Framing => "framing",
+            Prop::NoLog => "no log",
+            Prop::StartOk => "start ok",
+            Prop::Deadlock => "deadlock",
+            Prop::Finishes => "finishes",
+            Prop::Channel => "channel",
+        }
+    }
+
+    /// The property of a name or a column title.
+    pub fn find(name_or_title: &str) -> Option<Prop> {
+        Prop::ALL.into_iter().find(|p| p.name() == name_or_title || p.title() == name_or_title)
+    }
+}
+
+/// Every property, in matrix column order, as (name, column title).
+pub const PROPERTIES: [(&str, &str); 7] = {
+    let mut out = [("", ""); 7];
+    let mut i = 0;
+    while i < Prop::ALL.len() {
+        out[i] = (Prop::ALL[i].name(), Prop::ALL[i].title());
+        i += 1;
+    }
+    out
+};
 
 impl Model for ReplyRace {
     type State = State;
@@ -815,18 +891,18 @@ impl Model for ReplyRace {
                 return ThreadState::new(Routine::Absent);
             }
             ThreadState::new(match role {
-                ThreadRole::DeviceStart => Routine::Running(PROG_DEVICE_START),
-                ThreadRole::PostcopyListen => Routine::Running(PROG_LISTEN),
+                ThreadRole::DeviceStart => Routine::Running(Program::DeviceStart),
+                ThreadRole::PostcopyListen => Routine::Running(Program::Listen),
                 ThreadRole::MainLoop => Routine::Idle,
             })
         };
         vec![State {
             threads: ThreadRole::ALL.map(mk),
             backend: BackendState { misses_sent: 0, awaiting_miss_reply: false },
-            to_backend: Vec::new(),
-            to_frontend: Vec::new(),
-            backend_channel: Vec::new(),
-            backend_channel_replies: Vec::new(),
+            to_backend: Stream::new(),
+            to_frontend: Stream::new(),
+            backend_channel: Stream::new(),
+            backend_channel_replies: Stream::new(),
             bql: None,
             mutex: None,
             bh_pending: false,
@@ -835,7 +911,7 @@ impl Model for ReplyRace {
             misframed: false,
             reply_queue: Vec::new(),
             reader: None,
-            reader_buf: Vec::new(),
+            reader_buf: Stream::new(),
             bql_lent_by: None,
         }]
     }
@@ -855,26 +931,12 @@ impl Model for ReplyRace {
                                 actions.push(Action::Step(role));
                             }
                         } else if s.reader.is_none() || s.reader == Some(role) {
-                            let want = self.queue_words_wanted(s);
-                            let have = s.to_frontend.len();
-                            if self.scenario.short_reads {
-                                for n in 1..=want.min(have) {
-                                    actions.push(Action::Read(role, n as u8));
-                                }
-                            } else if have >= want {
-                                actions.push(Action::Read(role, want as u8));
-                            }
+                            let want = self.queue_bytes_wanted(s);
+                            self.read_sizes(role, want, s.to_frontend.len(), actions);
                         }
                     } else if matches!(op, Op::ReadHeader | Op::ReadPayload) {
-                        let want = self.words_wanted(t, op);
-                        let have = s.to_frontend.len();
-                        if self.scenario.short_reads {
-                            for n in 1..=want.min(have) {
-                                actions.push(Action::Read(role, n as u8));
-                            }
-                        } else if have >= want {
-                            actions.push(Action::Read(role, want as u8));
-                        }
+                        let want = self.bytes_wanted(t, op);
+                        self.read_sizes(role, want, s.to_frontend.len(), actions);
                     } else if self.step_enabled(s, op) {
                         actions.push(Action::Step(role));
                     }
@@ -892,7 +954,7 @@ impl Model for ReplyRace {
         }
         let b = &s.backend;
         if b.awaiting_miss_reply {
-            if s.backend_channel_replies.len() >= wire::ACK_REPLY_SIZE / 4 {
+            if s.backend_channel_replies.len() >= wire::ACK_REPLY_SIZE {
                 actions.push(Action::BackendReadMissReply);
             }
         } else {
@@ -920,9 +982,9 @@ impl Model for ReplyRace {
             Action::Read(role, n) => {
                 let op = self.current_op(s.thread(role))?;
                 if op == Op::AwaitReply {
-                    self.exec_queue_read(&mut s, role, n as usize);
+                    self.exec_queue_read(&mut s, role, usize::from(n));
                 } else {
-                    self.exec_read(&mut s, role, op, n as usize);
+                    self.exec_read(&mut s, role, op, usize::from(n));
                 }
             }
             Action::LogReadError(role) => {
@@ -930,10 +992,7 @@ impl Model for ReplyRace {
                 s.log.push((role, e));
             }
             Action::ServeBackendChannel => {
-                let len = wire::IOTLB_REQUEST_SIZE / 4;
-                let words: Vec<Word> = s.backend_channel.drain(..len).collect();
-                let bytes = wire::from_words(&words.iter().map(|w| w.value).collect::<Vec<_>>());
-                let hdr = Header::from_bytes(&bytes[..12].try_into().expect("12 bytes"));
+                let hdr = s.backend_channel.take(wire::IOTLB_REQUEST_SIZE).header();
                 if s.bql.is_some() {
                     // Reply queue: borrowed from a holder that waits for a reply.
                     s.bql_lent_by = s.bql;
@@ -942,7 +1001,7 @@ impl Model for ReplyRace {
                 let t = s.thread_mut(ThreadRole::MainLoop);
                 t.miss_need_reply = hdr.need_reply();
                 t.misses_taken += 1;
-                t.routine = Routine::Running(PROG_MISS);
+                t.routine = Routine::Running(Program::Miss);
                 t.pc = 0;
                 self.settle(&mut s, ThreadRole::MainLoop);
             }
@@ -951,7 +1010,7 @@ impl Model for ReplyRace {
                 s.bh_pending = false;
                 let t = s.thread_mut(ThreadRole::MainLoop);
                 t.bh_done = true;
-                t.routine = Routine::Running(PROG_BH);
+                t.routine = Routine::Running(Program::Bh);
                 t.pc = 0;
                 self.settle(&mut s, ThreadRole::MainLoop);
             }
@@ -960,18 +1019,12 @@ impl Model for ReplyRace {
                 let n = s.backend.misses_sent;
                 let need_reply = self.scenario.miss_need_reply;
                 let bytes = wire::backend_iotlb_miss(&Scenario::backend_miss(n), need_reply);
-                s.backend_channel.extend(
-                    wire::to_words(&bytes).iter().enumerate().map(|(i, &value)| Word {
-                        value,
-                        owner: ThreadRole::MainLoop,
-                        start: i == 0,
-                    }),
-                );
+                s.backend_channel.push_message(ThreadRole::MainLoop, &bytes);
                 s.backend.misses_sent += 1;
                 s.backend.awaiting_miss_reply = need_reply;
             }
             Action::BackendReadMissReply => {
-                s.backend_channel_replies.drain(..wire::ACK_REPLY_SIZE / 4);
+                s.backend_channel_replies.take(wire::ACK_REPLY_SIZE);
                 s.backend.awaiting_miss_reply = false;
             }
         }
@@ -980,18 +1033,18 @@ impl Model for ReplyRace {
 
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
-            Property::always(PROPERTIES[0].0, |_: &ReplyRace, s: &State| !s.stolen),
-            Property::always(PROPERTIES[1].0, |_: &ReplyRace, s: &State| !s.misframed),
-            Property::always(PROPERTIES[2].0, |_: &ReplyRace, s: &State| s.log.is_empty()),
-            Property::always(PROPERTIES[3].0, |m: &ReplyRace, s: &State| {
+            Property::always(Prop::Reply.name(), |_: &ReplyRace, s: &State| !s.stolen),
+            Property::always(Prop::Framing.name(), |_: &ReplyRace, s: &State| !s.misframed),
+            Property::always(Prop::NoLog.name(), |_: &ReplyRace, s: &State| s.log.is_empty()),
+            Property::always(Prop::StartOk.name(), |m: &ReplyRace, s: &State| {
                 let t = s.thread(ThreadRole::DeviceStart);
                 t.reported_success != Some(true) || t.own_acks == m.scenario.virtqueues
             }),
-            Property::always(PROPERTIES[4].0, |m: &ReplyRace, s: &State| {
+            Property::always(Prop::Deadlock.name(), |m: &ReplyRace, s: &State| {
                 s.all_done() || !m.is_stuck(s)
             }),
-            Property::eventually(PROPERTIES[5].0, |_: &ReplyRace, s: &State| s.all_done()),
-            Property::always(PROPERTIES[6].0, |m: &ReplyRace, s: &State| {
+            Property::eventually(Prop::Finishes.name(), |_: &ReplyRace, s: &State| s.all_done()),
+            Property::always(Prop::Channel.name(), |m: &ReplyRace, s: &State| {
                 !(s.all_done() && m.is_stuck(s)) || s.streams_empty()
             }),
         ]

@@ -3,7 +3,7 @@
 //!
 //! QEMU's device start, run alone against a back-end, reads whatever the
 //! back-end puts on the socket after each IOTLB update. If the back-end sends
-//! exactly the words device start read in a model path, call by call and in
+//! exactly the bytes device start read in a model path, call by call and in
 //! the same read sizes, QEMU's real read path decodes them and prints what it
 //! prints; the model says what device start logs for those reads. The two
 //! must agree, line for line.
@@ -25,7 +25,8 @@ use std::collections::{HashSet, VecDeque};
 use protocol::plan::ReplyPlan;
 use protocol::qemu_log::QemuError;
 use protocol::scenario::ThreadRole;
-use protocol::wire::{self, Header, HEADER_SIZE};
+#[cfg(test)]
+use protocol::wire;
 use stateright::Model;
 
 use crate::{Action, Op, ReplyRace, Routine, State};
@@ -65,14 +66,6 @@ pub enum ReplayError {
     /// Device start reads nothing in the path: there is nothing to replay.
     #[error("device start reads nothing in this path")]
     NoDeviceStartReads,
-    /// A header device start accepted announces a size that is not a whole
-    /// number of the model's 4-byte words: QEMU would read fewer bytes than
-    /// the model moves.
-    #[error("device start accepts a header of size {size}, not a multiple of 4: the model rounds it up to words, QEMU reads {size} bytes")]
-    SizeNotWords {
-        /// The size.
-        size: u32,
-    },
 }
 
 /// Device start's reads and lines in `actions` (extended as the module doc says).
@@ -100,10 +93,9 @@ pub fn device_start_replay(
                 calls.push(Vec::new());
             }
             Action::Read(ThreadRole::DeviceStart, n) => {
-                let words: Vec<u32> =
-                    state.to_frontend[..n as usize].iter().map(|w| w.value).collect();
+                let bytes = state.to_frontend.peek(usize::from(n)).bytes().to_vec();
                 let call = calls.last_mut().expect("a read follows its call's write");
-                call.push(wire::from_words(&words));
+                call.push(bytes);
             }
             _ => {}
         }
@@ -115,7 +107,6 @@ pub fn device_start_replay(
     if calls.is_empty() {
         return Err(ReplayError::NoDeviceStartReads);
     }
-    check_whole_words(&calls)?;
     let lines = state
         .log
         .iter()
@@ -184,22 +175,6 @@ fn continuation(model: &ReplyRace, s: &State) -> Result<Vec<Action>, ReplayError
     Err(ReplayError::DeviceStartBlocked)
 }
 
-/// Every header device start accepts in the plan must announce a payload of
-/// whole words, or the model and QEMU would read different byte counts.
-fn check_whole_words(calls: &[Vec<Vec<u8>>]) -> Result<(), ReplayError> {
-    for call in calls {
-        let bytes: Vec<u8> = call.concat();
-        if bytes.len() < HEADER_SIZE {
-            continue;
-        }
-        let h = Header::from_bytes(bytes[..HEADER_SIZE].try_into().expect("12 bytes"));
-        if h.validate_reply().is_ok() && !(h.size as usize).is_multiple_of(4) {
-            return Err(ReplayError::SizeNotWords { size: h.size });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,10 +197,10 @@ mod tests {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(PostcopyListen, 3),
-            Read(PostcopyListen, 2),
+            Read(PostcopyListen, 12),
+            Read(PostcopyListen, 8),
             BackendHandle,
-            Read(DeviceStart, 3),
+            Read(DeviceStart, 12),
         ];
         let r = device_start_replay(&m, &path).unwrap();
         let reply = wire::ack_reply(protocol::wire::Request::PostcopyEnd, 0);

@@ -18,7 +18,7 @@ use protocol::scenario::{Scenario, Variant};
 use serde::Serialize;
 
 use crate::verdict::{self, CheckOptions, Verdict};
-use crate::PROPERTIES;
+use crate::{Prop, PROPERTIES};
 
 /// The CLI's spelling of each boolean scenario flag, in column order.
 mod flag {
@@ -100,7 +100,7 @@ impl Outcome {
 
     /// The outcome of a verdict.
     pub fn of(v: &Verdict) -> Outcome {
-        let hang_names = ["no deadlock", "every thread finishes"];
+        let hang_names = [Prop::Deadlock.name(), Prop::Finishes.name()];
         let class = |hang: bool| {
             let found =
                 v.properties.iter().any(|p| p.violated && hang_names.contains(&p.name) == hang);

@@ -1,6 +1,9 @@
 //! Counterexamples as people read them: one column per thread, each step in
 //! its thread's column in order (the two-thread race diagram of a bug
-//! report), followed by the log the interleaving makes QEMU print.
+//! report), followed by the log the interleaving makes QEMU print. Bytes
+//! read are shown as little-endian 4-byte words in hex, counted from the
+//! read's first byte, with a tail of 1 to 3 bytes after `|`
+//! ([`crate::stream::hex`]): `[16 5 1e]` is the header QEMU decodes.
 //!
 //! Leaves out: states between steps (the Explorer shows those) and colour.
 
@@ -8,9 +11,10 @@ use std::fmt::Write as _;
 
 use protocol::qemu_log::LogLine;
 use protocol::scenario::ThreadRole;
-use protocol::wire::{self, Header, Request};
+use protocol::wire::{self, Request};
 use stateright::Model;
 
+use crate::stream::hex;
 use crate::{Action, Op, ReplyRace, State};
 
 /// A column of the diagram.
@@ -61,10 +65,6 @@ fn request_name(code: u32) -> String {
     }
 }
 
-fn words_hex(words: &[crate::Word]) -> String {
-    words.iter().map(|w| format!("{:x}", w.value)).collect::<Vec<_>>().join(" ")
-}
-
 /// The log lines of `state`, as QEMU prints them.
 pub fn log_lines(state: &State) -> Vec<LogLine> {
     state.log.iter().map(|&(role, e)| LogLine::from_thread(role.tid(), e)).collect()
@@ -91,9 +91,9 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
                 Op::WriteGetVringBase(vq) => format!("write GET_VRING_BASE vq {vq}"),
                 Op::AwaitReply => {
                     let t = last.thread(role);
-                    let mut s = format!("takes the reply handed to it [{}]", words_hex(&t.buf));
-                    if let Some(other) = t.buf.iter().find(|w| w.owner != role) {
-                        let _ = write!(s, " <- {}'s", other.owner.name());
+                    let mut s = format!("takes the reply handed to it {}", hex(&t.buf.bytes()));
+                    if let Some(other) = t.buf.foreign_owner(role) {
+                        let _ = write!(s, " <- {}'s", other.name());
                     }
                     s
                 }
@@ -106,27 +106,25 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
             if op == Op::AwaitReply {
                 return describe_queue_read(model, last, role, n as usize);
             }
-            let n = n as usize;
-            let taken = &last.to_frontend[..n];
+            let n = usize::from(n);
+            let taken = last.to_frontend.peek(n);
             let what = if op == Op::ReadHeader { "header" } else { "payload" };
+            let foreign = taken.foreign_owner(role);
             let mut all = t.buf.clone();
-            all.extend_from_slice(taken);
-            let foreign: Vec<&str> =
-                taken.iter().filter(|w| w.owner != role).map(|w| w.owner.name()).collect();
-            let mut s = format!("read {what} [{}]", words_hex(&all));
-            if op == Op::ReadHeader && model.words_wanted(t, op) == n {
-                let bytes = wire::from_words(&all.iter().map(|w| w.value).collect::<Vec<_>>());
-                let h = Header::from_bytes(&bytes.try_into().expect("12 bytes"));
+            all.append(taken);
+            let mut s = format!("read {what} {}", hex(&all.bytes()));
+            if op == Op::ReadHeader && model.bytes_wanted(t, op) == n {
+                let h = all.header();
                 if h.flags == wire::REPLY_FLAGS {
                     let _ = write!(s, " = {} reply", request_name(h.request));
                 } else {
                     let _ = write!(s, " flags 0x{:x}", h.flags);
                 }
-            } else if model.words_wanted(t, op) > n {
+            } else if model.bytes_wanted(t, op) > n {
                 let _ = write!(s, " (short read)");
             }
-            if let Some(first) = foreign.first() {
-                let _ = write!(s, " <- {first}'s");
+            if let Some(first) = foreign {
+                let _ = write!(s, " <- {}'s", first.name());
             }
             s
         }
@@ -135,8 +133,7 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
             format!("{} logs the failed check", e.function())
         }
         Action::ServeBackendChannel => {
-            let need =
-                last.backend_channel.get(1).is_some_and(|w| w.value & wire::NEED_REPLY_MASK != 0);
+            let need = last.backend_channel.header().need_reply();
             format!(
                 "take BQL, read BACKEND_IOTLB_MSG miss{}",
                 if need { " (NEED_REPLY)" } else { "" }
@@ -144,18 +141,13 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
         }
         Action::RunPostcopyBh => "take BQL, run postcopy cleanup BH".into(),
         Action::BackendHandle => {
-            let h = Header::from_bytes(
-                &wire::from_words(
-                    &last.to_backend[..3].iter().map(|w| w.value).collect::<Vec<_>>(),
-                )
-                .try_into()
-                .expect("12 bytes"),
-            );
+            let h = last.to_backend.header();
             let name = request_name(h.request);
-            if h.request == protocol::wire::Request::GetVringBase as u32 {
-                format!("handle {name} from {}, reply ring state", last.to_backend[0].owner.name())
+            let from = last.to_backend.first_owner().map_or("?", ThreadRole::name);
+            if h.request == Request::GetVringBase as u32 {
+                format!("handle {name} from {from}, reply ring state")
             } else if h.need_reply() {
-                format!("handle {name} from {}, reply ack 0", last.to_backend[0].owner.name())
+                format!("handle {name} from {from}, reply ack 0")
             } else {
                 format!("handle {name}")
             }
@@ -193,23 +185,24 @@ pub fn final_state(model: &ReplyRace, actions: &[Action]) -> State {
 
 /// A reply-queue read: `role` reads for the queue's head.
 fn describe_queue_read(model: &ReplyRace, last: &State, role: ThreadRole, n: usize) -> String {
-    let taken = &last.to_frontend[..n];
-    let header_done = last.reader_buf.len() >= wire::HEADER_SIZE / 4;
+    let taken = last.to_frontend.peek(n);
+    let header_done = last.reader_buf.len() >= wire::HEADER_SIZE;
+    let head = last.reply_queue.first().copied();
+    // Reading for another thread is the design; a byte that is not the
+    // head's is a misdelivery.
+    let foreign = taken.runs().iter().map(|r| r.owner).find(|&o| Some(o) != head);
     let mut all = last.reader_buf.clone();
-    all.extend_from_slice(taken);
+    all.append(taken);
     let what = if header_done { "payload" } else { "header" };
-    let mut s = format!("read {what} [{}]", words_hex(&all));
-    if model.queue_words_wanted(last) > n {
+    let mut s = format!("read {what} {}", hex(&all.bytes()));
+    if model.queue_bytes_wanted(last) > n {
         let _ = write!(s, " (short read)");
     } else if let Some(&head) = last.reply_queue.first() {
         let whose = if head == role { "its own".to_string() } else { format!("{}'s", head.name()) };
         let _ = write!(s, ", whole: handed to the queue's head ({whose})");
     }
-    // Reading for another thread is the design; a word that is not the
-    // head's is a misdelivery.
-    let head = last.reply_queue.first().copied();
-    if let Some(first) = taken.iter().find(|w| Some(w.owner) != head) {
-        let _ = write!(s, " <- {}'s", first.owner.name());
+    if let Some(first) = foreign {
+        let _ = write!(s, " <- {}'s", first.name());
     }
     s
 }
@@ -229,14 +222,14 @@ pub fn blocked_on(model: &ReplyRace, s: &State) -> Vec<String> {
                     Some(r) if r != role => format!("waits for its reply; {} is reading", r.name()),
                     _ => format!(
                         "waits for its reply: wants {} more bytes, the socket has {}",
-                        4 * model.queue_words_wanted(s),
-                        4 * s.to_frontend.len()
+                        model.queue_bytes_wanted(s),
+                        s.to_frontend.len()
                     ),
                 },
                 Some(op @ (Op::ReadHeader | Op::ReadPayload)) => format!(
                     "blocked in read_all: wants {} more bytes, the socket has {}",
-                    4 * model.words_wanted(t, op),
-                    4 * s.to_frontend.len()
+                    model.bytes_wanted(t, op),
+                    s.to_frontend.len()
                 ),
                 Some(op) => format!("at {op:?}"),
                 None => continue,
@@ -329,7 +322,7 @@ pub fn render(model: &ReplyRace, actions: &[Action]) -> String {
         let _ = writeln!(
             out,
             "\nall threads done; left on the socket: {} reply bytes (the stream is out of alignment)",
-            4 * last.to_frontend.len()
+            last.to_frontend.len()
         );
     }
     let log = log_lines(&last);

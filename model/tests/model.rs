@@ -6,7 +6,7 @@
 
 use model::verdict::{check, CheckOptions, Verdict};
 use model::Action::{self, *};
-use model::{BackendState, ReplyRace, Routine, State, ThreadState, Word, PROPERTIES};
+use model::{BackendState, Program, Prop, ReplyRace, Routine, State, Stream, ThreadState};
 use reference::scenario::{Scenario, ThreadRole::*, Variant};
 use reference::wire::{self, Header, Request};
 use stateright::{Checker, HasDiscoveries, Model};
@@ -67,8 +67,8 @@ const ROWS: &[Row] = &[
     Row { flags: "--device-start-without-bql", variant: "qemu-10.2+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_486, depth: 30 },
     Row { flags: "--device-start-without-bql", variant: "reply-queue", fails: &[], states: 882, depth: 23 },
     Row { flags: "--device-start-without-bql", variant: "reply-queue+fail-start", fails: &[], states: 882, depth: 23 },
-    Row { flags: "--short-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 167_224, depth: 38 },
-    Row { flags: "--short-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 50_449, depth: 34 },
+    Row { flags: "--short-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 170_988, depth: 38 },
+    Row { flags: "--short-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 50_950, depth: 34 },
     Row { flags: "--short-reads", variant: "mutex", fails: &[], states: 423, depth: 32 },
     Row { flags: "--short-reads", variant: "mutex+fail-start", fails: &[], states: 423, depth: 32 },
     Row { flags: "--short-reads", variant: "bql-listen", fails: &[], states: 192, depth: 26 },
@@ -97,7 +97,7 @@ fn scenario(flags: &str) -> Scenario {
 
 /// The property named by a matrix column title.
 fn property(title: &str) -> &'static str {
-    PROPERTIES.iter().find(|(_, t)| *t == title).unwrap_or_else(|| panic!("no column {title}")).0
+    Prop::find(title).unwrap_or_else(|| panic!("no column {title}")).name()
 }
 
 /// Asserts a whole row: which properties hold, unique states, depth.
@@ -105,7 +105,7 @@ fn assert_row(variant: &str, scenario: Scenario, holds: [bool; 7], states: usize
     let v = verdict(variant, scenario);
     assert!(v.complete);
     let got: Vec<bool> = v.properties.iter().map(|p| p.holds).collect();
-    assert_eq!(got, holds, "{variant}: verdicts in PROPERTIES order");
+    assert_eq!(got, holds, "{variant}: verdicts in Prop::ALL order");
     assert_eq!(v.unique_states, states, "{variant}: unique states");
     assert_eq!(v.max_depth, depth, "{variant}: depth");
 }
@@ -113,7 +113,7 @@ fn assert_row(variant: &str, scenario: Scenario, holds: [bool; 7], states: usize
 #[test]
 fn every_pinned_row_is_what_the_checker_finds() {
     for r in ROWS {
-        let holds = PROPERTIES.map(|(_, title)| !r.fails.contains(&title));
+        let holds = Prop::ALL.map(|p| !r.fails.contains(&p.title()));
         let v = verdict(r.variant, scenario(r.flags));
         let what = format!("{} {}", r.variant, r.flags);
         assert!(v.complete, "{what}: complete");
@@ -167,7 +167,7 @@ fn counterexample_default_qemu_9_1_every_reply_reaches_its_requester() {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 12),
         ],
     );
 }
@@ -184,9 +184,9 @@ fn counterexample_default_qemu_9_1_no_header_is_read_mid_message() {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 3),
+            Read(DeviceStart, 12),
             BackendHandle,
-            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 12),
         ],
     );
 }
@@ -203,8 +203,8 @@ fn counterexample_default_qemu_9_1_no_error_is_logged() {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(PostcopyListen, 3),
-            Read(PostcopyListen, 2),
+            Read(PostcopyListen, 12),
+            Read(PostcopyListen, 8),
             LogReadError(PostcopyListen),
         ],
     );
@@ -222,12 +222,12 @@ fn counterexample_default_qemu_9_1_device_start_succeeds_only_on_its_own_acks() 
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 3),
-            Read(DeviceStart, 2),
+            Read(DeviceStart, 12),
+            Read(DeviceStart, 8),
             Step(DeviceStart),
             BackendHandle,
-            Read(DeviceStart, 3),
-            Read(DeviceStart, 2),
+            Read(DeviceStart, 12),
+            Read(DeviceStart, 8),
             LogReadError(DeviceStart),
             Step(DeviceStart),
             Step(DeviceStart),
@@ -246,22 +246,22 @@ fn counterexample_default_qemu_9_1_the_channel_is_usable_afterwards() {
             Step(DeviceStart),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 3),
-            Read(DeviceStart, 2),
+            Read(DeviceStart, 12),
+            Read(DeviceStart, 8),
             Step(DeviceStart),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 3),
-            Read(DeviceStart, 2),
+            Read(DeviceStart, 12),
+            Read(DeviceStart, 8),
             Step(DeviceStart),
             BackendHandle,
-            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 12),
             BackendSendMiss,
             ServeBackendChannel,
             Step(MainLoop),
             BackendHandle,
-            Read(MainLoop, 3),
-            Read(PostcopyListen, 2),
+            Read(MainLoop, 12),
+            Read(PostcopyListen, 8),
             Step(PostcopyListen),
             LogReadError(MainLoop),
             Step(MainLoop),
@@ -283,7 +283,7 @@ fn counterexample_default_qemu_9_1_fail_start_every_reply_reaches_its_requester(
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 12),
         ],
     );
 }
@@ -300,9 +300,9 @@ fn counterexample_default_qemu_9_1_fail_start_no_header_is_read_mid_message() {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 3),
+            Read(DeviceStart, 12),
             BackendHandle,
-            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 12),
         ],
     );
 }
@@ -319,8 +319,8 @@ fn counterexample_default_qemu_9_1_fail_start_no_error_is_logged() {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(PostcopyListen, 3),
-            Read(PostcopyListen, 2),
+            Read(PostcopyListen, 12),
+            Read(PostcopyListen, 8),
             LogReadError(PostcopyListen),
         ],
     );
@@ -347,8 +347,8 @@ fn fail_start_silent_swap() -> Vec<Action> {
         BackendSendMiss,
         ServeBackendChannel,
         Step(MainLoop),
-        Read(MainLoop, 3),
-        Read(MainLoop, 2),
+        Read(MainLoop, 12),
+        Read(MainLoop, 8),
         LogReadError(MainLoop),
         Step(MainLoop),
         Step(MainLoop),
@@ -356,12 +356,12 @@ fn fail_start_silent_swap() -> Vec<Action> {
         Step(DeviceStart),
         Step(DeviceStart),
         BackendHandle,
-        Read(DeviceStart, 3),
-        Read(DeviceStart, 2),
+        Read(DeviceStart, 12),
+        Read(DeviceStart, 8),
         Step(DeviceStart),
         BackendHandle,
-        Read(DeviceStart, 3),
-        Read(DeviceStart, 2),
+        Read(DeviceStart, 12),
+        Read(DeviceStart, 8),
         Step(DeviceStart),
     ]
 }
@@ -390,9 +390,9 @@ fn a_failed_header_check_fails_a_fail_start_device_start() {
         Step(PostcopyListen),
         Step(PostcopyListen),
         BackendHandle,
-        Read(PostcopyListen, 3),
+        Read(PostcopyListen, 12),
         BackendHandle,
-        Read(DeviceStart, 3),
+        Read(DeviceStart, 12),
         LogReadError(DeviceStart),
         Step(DeviceStart),
         Step(DeviceStart),
@@ -422,20 +422,20 @@ fn counterexample_default_qemu_9_1_fail_start_the_channel_is_usable_afterwards()
             Step(MainLoop),
             Step(PostcopyListen),
             BackendHandle,
-            Read(MainLoop, 3),
-            Read(MainLoop, 2),
+            Read(MainLoop, 12),
+            Read(MainLoop, 8),
             Step(MainLoop),
             Step(MainLoop),
             Step(DeviceStart),
             Step(DeviceStart),
             BackendHandle,
-            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 12),
             BackendHandle,
-            Read(DeviceStart, 3),
+            Read(DeviceStart, 12),
             LogReadError(DeviceStart),
             Step(DeviceStart),
             Step(DeviceStart),
-            Read(PostcopyListen, 2),
+            Read(PostcopyListen, 8),
             Step(PostcopyListen),
         ],
     );
@@ -469,9 +469,9 @@ fn counterexample_no_bql_bql_postcopy_end_no_header_is_read_mid_message() {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 3),
+            Read(DeviceStart, 12),
             BackendHandle,
-            Read(PostcopyListen, 3),
+            Read(PostcopyListen, 12),
         ],
     );
 }
@@ -488,13 +488,13 @@ fn counterexample_short_qemu_9_1_no_deadlock() {
             Step(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 2),
-            Read(PostcopyListen, 3),
+            Read(DeviceStart, 8),
+            Read(PostcopyListen, 12),
             LogReadError(PostcopyListen),
             Step(PostcopyListen),
             BackendHandle,
-            Read(DeviceStart, 1),
             Read(DeviceStart, 4),
+            Read(DeviceStart, 16),
             BackendSendMiss,
         ],
     );
@@ -511,14 +511,9 @@ fn smallest() -> Scenario {
     }
 }
 
-/// Words of `bytes` as the model keeps them: owned by device start, a
-/// message starting at the first.
-fn device_start_words(bytes: &[u8]) -> Vec<Word> {
-    reference::wire::to_words(bytes)
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| Word { value, owner: DeviceStart, start: i == 0 })
-        .collect()
+/// `bytes` as the model keeps one message of device start on a stream.
+fn device_start_message(bytes: &[u8]) -> Stream {
+    Stream::message(DeviceStart, bytes)
 }
 
 /// The five states of the module doc, written out as values.
@@ -526,7 +521,7 @@ fn smallest_states() -> Vec<State> {
     let idle = |routine| ThreadState {
         routine,
         pc: 0,
-        buf: Vec::new(),
+        buf: Stream::new(),
         hdr: None,
         expect: 0,
         call_failed: false,
@@ -541,12 +536,16 @@ fn smallest_states() -> Vec<State> {
         reply_handed: false,
     };
     let start = State {
-        threads: [idle(Routine::Running(0)), idle(Routine::Absent), idle(Routine::Absent)],
+        threads: [
+            idle(Routine::Running(Program::DeviceStart)),
+            idle(Routine::Absent),
+            idle(Routine::Absent),
+        ],
         backend: BackendState { misses_sent: 0, awaiting_miss_reply: false },
-        to_backend: Vec::new(),
-        to_frontend: Vec::new(),
-        backend_channel: Vec::new(),
-        backend_channel_replies: Vec::new(),
+        to_backend: Stream::new(),
+        to_frontend: Stream::new(),
+        backend_channel: Stream::new(),
+        backend_channel_replies: Stream::new(),
         bql: None,
         mutex: None,
         bh_pending: false,
@@ -555,7 +554,7 @@ fn smallest_states() -> Vec<State> {
         misframed: false,
         reply_queue: Vec::new(),
         reader: None,
-        reader_buf: Vec::new(),
+        reader_buf: Stream::new(),
         bql_lent_by: None,
     };
     let iotlb = Request::IotlbMsg as u32;
@@ -564,20 +563,20 @@ fn smallest_states() -> Vec<State> {
     written.threads[0].pc = 1;
     written.threads[0].expect = iotlb;
     written.to_backend =
-        device_start_words(&wire::iotlb_update_request(&Scenario::iotlb_update(0), true));
+        device_start_message(&wire::iotlb_update_request(&Scenario::iotlb_update(0), true));
     // 3. the back-end has read it and replied.
     let mut replied = written.clone();
-    replied.to_backend.clear();
-    replied.to_frontend = device_start_words(&wire::ack_reply(Request::IotlbMsg, 0));
+    replied.to_backend = Stream::new();
+    replied.to_frontend = device_start_message(&wire::ack_reply(Request::IotlbMsg, 0));
     // 4. device start has read the 12-byte header [16 5 8].
     let mut header = replied.clone();
-    header.to_frontend.drain(..3);
+    header.to_frontend.take(12);
     header.threads[0].pc = 2;
     header.threads[0].hdr = Some(Header::reply(Request::IotlbMsg, 8));
     header.threads[0].reply_is_own = true;
     // 5. device start has read its ack 0 and finished, reporting success.
     let mut done = header.clone();
-    done.to_frontend.clear();
+    done.to_frontend = Stream::new();
     done.threads[0].routine = Routine::Done;
     done.threads[0].pc = 0;
     done.threads[0].hdr = None;
@@ -635,12 +634,12 @@ fn qemu_9_1_swaps_whole_replies_as_on_the_facts_page() {
         Step(DeviceStart),    // write IOTLB_MSG vq 0
         BackendHandle,
         BackendHandle,
-        Read(DeviceStart, 3),
-        Read(DeviceStart, 2),
+        Read(DeviceStart, 12),
+        Read(DeviceStart, 8),
         LogReadError(DeviceStart),
         Step(DeviceStart),
-        Read(PostcopyListen, 3),
-        Read(PostcopyListen, 2),
+        Read(PostcopyListen, 12),
+        Read(PostcopyListen, 8),
         LogReadError(PostcopyListen),
         Step(PostcopyListen),
     ];
@@ -732,4 +731,121 @@ fn reply_queue_is_safe_on_every_flag_combination() {
     }
     let mutex = cell("mutex".parse().unwrap(), scenario("--miss-need-reply"), None);
     assert_eq!(mutex.outcome, Outcome { races: Some(false), hangs: Some(true) });
+}
+
+/// `--short-reads --device-start-without-bql --virtqueues 1`: the scenario
+/// of [`a_misframed_size_of_30_reads_30_bytes`].
+fn short_reads_one_update_without_bql() -> Scenario {
+    Scenario {
+        virtqueues: 1,
+        device_start_holds_bql: false,
+        short_reads: true,
+        ..Scenario::default()
+    }
+}
+
+/// Device start assembles the header `[16 5 1e]` from its own reply and
+/// POSTCOPY_END's, then waits for a 30-byte payload: the rest of
+/// POSTCOPY_END's reply (16 bytes) and 14 bytes of the main loop's reply.
+fn misframed_size_30_path() -> Vec<Action> {
+    vec![
+        Step(DeviceStart),    // write IOTLB_MSG vq 0
+        Step(PostcopyListen), // join fault thread
+        Step(PostcopyListen), // write POSTCOPY_END
+        BackendHandle,        // device start's ack [16 5 8 0 0]
+        Read(DeviceStart, 8), // header [16 5] (short)
+        Read(PostcopyListen, 12),
+        LogReadError(PostcopyListen),
+        Step(PostcopyListen), // vhost_user_postcopy_end reports the failure
+        BackendHandle,        // POSTCOPY_END's ack [1e 5 8 0 0]
+        Read(DeviceStart, 4), // header [16 5 1e]: size 30
+        Read(DeviceStart, 16),
+        BackendSendMiss,
+        ServeBackendChannel,
+        Step(MainLoop), // write IOTLB_MSG answer to miss
+        BackendHandle,  // the main loop's ack [16 5 8 0 0]
+        Read(DeviceStart, 14),
+    ]
+}
+
+#[test]
+fn a_misframed_size_of_30_reads_30_bytes() {
+    let model = ReplyRace::new("qemu-9.1".parse().unwrap(), short_reads_one_update_without_bql());
+    let path = misframed_size_30_path();
+    let before = model::trace::final_state(&model, &path[..path.len() - 1]);
+    let t = before.thread(DeviceStart);
+    assert_eq!(t.hdr, Some(Header { request: 22, flags: 5, size: 30 }));
+    assert_eq!(model.bytes_wanted(t, model::Op::ReadPayload), 14, "30 bytes less the 16 read");
+    assert_eq!(before.to_frontend.len(), 20, "the main loop's whole ack");
+
+    let s = model::trace::final_state(&model, &path);
+    // The payload read ended 14 bytes into the main loop's 20-byte ack: 6
+    // bytes are left, and the next header read starts there, 2 bytes into
+    // the ack's status word (a word model would have read 32 and left 4).
+    let ack = wire::ack_reply(Request::IotlbMsg, 0);
+    assert_eq!(s.to_frontend.bytes(), &ack[14..]);
+    assert!(!s.to_frontend.starts_message());
+    // The 30 bytes decode as request 22 (the expected one) and a status of
+    // 0x0000_0008_0000_0005 (POSTCOPY_END's `5 8`): the update fails
+    // silently and vhost_device_iotlb_miss reports it.
+    assert!(s.thread(DeviceStart).call_failed);
+    assert_eq!(
+        model.current_op(s.thread(DeviceStart)),
+        Some(model::Op::Report(reference::qemu_log::QemuError::IotlbUpdateFailed))
+    );
+
+    // The main loop reads the 6 bytes left (everything there is) and waits
+    // for 6 more that never come, holding the BQL.
+    let mut actions = Vec::new();
+    model.actions(&s, &mut actions);
+    assert!(actions.contains(&Read(MainLoop, 4)) && actions.contains(&Read(MainLoop, 6)));
+    let mut hang = path.clone();
+    hang.extend([Step(DeviceStart), Read(MainLoop, 6)]);
+    let end = model::trace::final_state(&model, &hang);
+    assert!(model.is_stuck(&end) && !end.all_done());
+    assert_eq!(model.bytes_wanted(end.thread(MainLoop), model::Op::ReadHeader), 6);
+    assert!(end.to_frontend.is_empty());
+}
+
+#[test]
+fn the_qemu_replay_of_a_misframed_size_of_30_sends_the_30_bytes_as_read() {
+    // What QEMU's device start is sent for its one IOTLB call: the chunks
+    // the model's device start read, byte for byte (12 header bytes in two
+    // reads, then 16 + 14 payload bytes).
+    let model = ReplyRace::new("qemu-9.1".parse().unwrap(), short_reads_one_update_without_bql());
+    let r = model::replay::device_start_replay(&model, &misframed_size_30_path()).unwrap();
+    let ack = wire::ack_reply(Request::IotlbMsg, 0);
+    let end = wire::ack_reply(Request::PostcopyEnd, 0);
+    let chunks = &r.plan.iotlb_replies;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(
+        chunks[0],
+        vec![ack[..8].to_vec(), end[..4].to_vec(), end[4..].to_vec(), ack[..14].to_vec()]
+    );
+    assert_eq!(chunks[0][2..].concat().len(), 30);
+    assert_eq!(r.lines, [reference::qemu_log::QemuError::IotlbUpdateFailed]);
+}
+
+#[test]
+fn a_short_read_takes_a_multiple_of_4_bytes_or_all_it_can() {
+    let sizes = |short_reads: bool, want: usize, have: usize| -> Vec<u16> {
+        let scenario = Scenario { short_reads, ..Scenario::default() };
+        let model = ReplyRace::new("qemu-9.1".parse().unwrap(), scenario);
+        let mut actions = Vec::new();
+        model.read_sizes(DeviceStart, want, have, &mut actions);
+        actions
+            .into_iter()
+            .map(|a| match a {
+                Read(DeviceStart, n) => n,
+                other => panic!("not a read of device start: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(sizes(true, 12, 20), [4, 8, 12], "a header: whole words, all it asks");
+    assert_eq!(sizes(true, 30, 16), [4, 8, 12, 16], "all there is");
+    assert_eq!(sizes(true, 14, 20), [4, 8, 12, 14], "the rest of a 30-byte payload");
+    assert_eq!(sizes(true, 12, 6), [4, 6], "a 6-byte remnant: 4, or all 6");
+    assert_eq!(sizes(true, 12, 0), [] as [u16; 0], "nothing there: blocked");
+    assert_eq!(sizes(false, 30, 16), [] as [u16; 0], "whole reads wait for all 30");
+    assert_eq!(sizes(false, 30, 30), [30]);
 }

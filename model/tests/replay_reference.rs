@@ -5,7 +5,7 @@
 //!
 //! What it proves, per counterexample (the default matrix and every pinned
 //! scenario flag): each socket operation of the path is made by the same
-//! thread on the same end, and moves exactly the bytes the model's words
+//! thread on the same end, and moves exactly the bytes the model's streams
 //! hold (so each reader got the same reply, or the same pieces of one); the
 //! QEMU lines logged by the time the path is over are the model's (as a
 //! multiset: device start and the main loop share a thread id); and device
@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use model::verdict::{check, CheckOptions};
-use model::{Action, Op, ReplyRace, Routine, State, Word};
+use model::{Action, Op, ReplyRace, Routine, State};
 use reference::backend::{Backend, BackendConfig};
 use reference::frontend::Frontend;
 use reference::qemu_log::LogLine;
@@ -52,10 +52,6 @@ struct Event {
     bytes: Vec<u8>,
 }
 
-fn bytes_of(words: &[Word]) -> Vec<u8> {
-    reference::wire::from_words(&words.iter().map(|w| w.value).collect::<Vec<_>>())
-}
-
 /// The socket operations of `action` taken in `last`.
 fn events(model: &ReplyRace, last: &State, next: &State, action: Action) -> Vec<Event> {
     let ev = |thread, end, send, bytes| Event { thread, end, send, bytes };
@@ -63,22 +59,24 @@ fn events(model: &ReplyRace, last: &State, next: &State, action: Action) -> Vec<
         Action::Step(role) => match model.current_op(last.thread(role)) {
             Some(Op::AcquireBql | Op::AcquireMutex) => vec![ev(role.name(), LOCK, true, vec![])],
             Some(Op::WriteIotlbUpdate(_) | Op::WriteMissAnswer | Op::WritePostcopyEnd) => {
-                let words = &next.to_backend[next.to_backend.len() - new_words(last, next)..];
-                vec![ev(role.name(), "fe-main", true, bytes_of(words))]
+                let sent = &next.to_backend.bytes()[last.to_backend.len()..];
+                vec![ev(role.name(), "fe-main", true, sent.to_vec())]
             }
             Some(Op::ReplyMiss)
                 if next.backend_channel_replies.len() > last.backend_channel_replies.len() =>
             {
                 let k = last.backend_channel_replies.len();
-                vec![ev(role.name(), "fe-chan", true, bytes_of(&next.backend_channel_replies[k..]))]
+                let sent = &next.backend_channel_replies.bytes()[k..];
+                vec![ev(role.name(), "fe-chan", true, sent.to_vec())]
             }
             _ => vec![],
         },
         Action::Read(role, n) => {
-            vec![ev(role.name(), "fe-main", false, bytes_of(&last.to_frontend[..n as usize]))]
+            let read = last.to_frontend.peek(usize::from(n));
+            vec![ev(role.name(), "fe-main", false, read.bytes().to_vec())]
         }
         Action::ServeBackendChannel => {
-            let msg = bytes_of(&last.backend_channel[..11]);
+            let msg = &last.backend_channel.bytes()[..reference::wire::IOTLB_REQUEST_SIZE];
             vec![
                 ev(ThreadRole::MainLoop.name(), "fe-chan", false, msg[..12].to_vec()),
                 ev(ThreadRole::MainLoop.name(), "fe-chan", false, msg[12..].to_vec()),
@@ -88,24 +86,19 @@ fn events(model: &ReplyRace, last: &State, next: &State, action: Action) -> Vec<
         Action::RunPostcopyBh => vec![ev(ThreadRole::MainLoop.name(), LOCK, true, vec![])],
         Action::BackendHandle => {
             let taken = last.to_backend.len() - next.to_backend.len();
-            let req = bytes_of(&last.to_backend[..taken]);
+            let req = &last.to_backend.bytes()[..taken];
             let mut out = vec![ev(BACKEND, "be-main", false, req[..12].to_vec())];
             if req.len() > 12 {
                 out.push(ev(BACKEND, "be-main", false, req[12..].to_vec()));
             }
             if next.to_frontend.len() > last.to_frontend.len() {
                 let k = last.to_frontend.len();
-                out.push(ev(BACKEND, "be-main", true, bytes_of(&next.to_frontend[k..])));
+                out.push(ev(BACKEND, "be-main", true, next.to_frontend.bytes()[k..].to_vec()));
             }
             out
         }
         Action::LogReadError(_) | Action::BackendSendMiss | Action::BackendReadMissReply => vec![],
     }
-}
-
-/// Words a write step appended to the front-end-to-back-end stream.
-fn new_words(last: &State, next: &State) -> usize {
-    next.to_backend.len() - last.to_backend.len()
 }
 
 /// Whether `action` moves no bytes on a socket the replay schedules.
@@ -442,4 +435,41 @@ fn every_miss_need_reply_counterexample_the_reference_can_take_replays() {
     let (replayed, skipped) = replay_all(Scenario { miss_need_reply: true, ..Scenario::default() });
     eprintln!("--miss-need-reply: {replayed} replayed, {skipped} not reference paths");
     assert!(replayed + skipped > 0);
+}
+
+#[test]
+fn a_misframed_size_of_30_reads_30_bytes_on_the_reference_too() {
+    // Device start assembles `[16 5 1e]` from two replies and reads a
+    // 30-byte payload: the reference's `read_all` of `size` bytes takes the
+    // same 16 + 14 bytes, and the main loop's next header read the 6 left.
+    use Action::*;
+    use ThreadRole::*;
+    let scenario = Scenario {
+        virtqueues: 1,
+        device_start_holds_bql: false,
+        short_reads: true,
+        ..Scenario::default()
+    };
+    let path = [
+        Step(DeviceStart),
+        Step(PostcopyListen),
+        Step(PostcopyListen),
+        BackendHandle,
+        Read(DeviceStart, 8),
+        Read(PostcopyListen, 12),
+        LogReadError(PostcopyListen),
+        Step(PostcopyListen),
+        BackendHandle,
+        Read(DeviceStart, 4),
+        Read(DeviceStart, 16),
+        BackendSendMiss,
+        ServeBackendChannel,
+        Step(MainLoop),
+        BackendHandle,
+        Read(DeviceStart, 14),
+        Step(DeviceStart),
+        Read(MainLoop, 6),
+    ];
+    let diffs = replay("qemu-9.1".parse().unwrap(), scenario, &path);
+    assert!(diffs.is_empty(), "{diffs:#?}");
 }
