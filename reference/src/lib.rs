@@ -14,6 +14,7 @@ pub mod harness;
 pub mod qemu;
 pub mod qemu_log;
 pub mod record;
+pub mod reply_queue;
 pub mod run;
 pub mod scenario;
 pub mod sync;
