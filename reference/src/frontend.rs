@@ -16,7 +16,8 @@
 //! ([`crate::scenario::LockPolicy::Mutex`]) and the BQL inside
 //! `vhost_user_postcopy_end` ([`crate::scenario::LockPolicy::BqlPostcopyEnd`]).
 //! Under [`crate::scenario::LockPolicy::ReplyQueue`] (this project's design,
-//! not QEMU's) every request goes through a short write lock and, if it
+//! not QEMU's) every request goes through a short write lock (held for the
+//! send only) and, if it
 //! wants a reply, the per-connection FIFO of [`crate::reply_queue`]: the
 //! waiter that finds nobody reading reads one whole reply with the same
 //! `vhost_user_read` checks and log lines and hands it to the FIFO's head;
@@ -137,11 +138,10 @@ pub struct Frontend<F: SyncFamily, T: Transport> {
     pub(crate) request_reply: Lock<F>,
     /// The Big QEMU Lock, process-wide (every policy but reply-queue).
     pub(crate) bql: Lock<F>,
-    /// Reply-queue: the write lock, held for one send (and its enqueue).
-    write_lock: Lock<F>,
     /// Reply-queue: the FIFO of pending requesters, the reader and the
     /// lendable BQL, in one monitor so that a BQL holder's wait and the
-    /// handler's borrow see each other.
+    /// handler's borrow see each other; also the write lock (held for one
+    /// enqueue and send, never across a round trip).
     reply_queue: F::Monitor<ReplyQueue>,
     pub(crate) bh: F::Monitor<BottomHalves>,
     pub(crate) record: Arc<Record<F>>,
@@ -169,7 +169,6 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             scenario,
             request_reply: Lock::<F>::new(()),
             bql: Lock::<F>::new(()),
-            write_lock: Lock::<F>::new(()),
             reply_queue: F::Monitor::new(ReplyQueue::new()),
             bh: F::Monitor::new(BottomHalves::default()),
             record: Arc::new(Record::new()),
@@ -200,6 +199,12 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     /// The front-end's end of the back-end channel.
     pub fn backend_channel(&self) -> Option<&T> {
         self.backend_channel.as_ref()
+    }
+
+    /// Reply-queue: how many times the back-end channel handler borrowed the
+    /// BQL from a holder waiting for a reply (0 for every other policy).
+    pub fn bql_loans(&self) -> u64 {
+        self.reply_queue.with(|q| q.bql_loans)
     }
 
     /// The variant whose locks this front-end takes.
@@ -364,9 +369,15 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
 
     /// Reply-queue, rule 1: sends one message under the write lock; if
     /// `expects_reply`, enqueues its requester first, in the same critical
-    /// section, so that the FIFO is in wire order. Returns the ticket to
-    /// wait on. A failed send takes its entry back (the last one: the write
-    /// lock is held).
+    /// section, so that the FIFO is in wire order, and in that section also
+    /// lends the BQL if this thread holds it and becomes the reader if
+    /// nobody reads. Returns the ticket to wait on and the first step
+    /// (`None`: wait). A failed send takes its entry back (the last one,
+    /// seen by nobody). The write lock is the reply-queue monitor itself:
+    /// one lock instead of two makes enqueue-and-send atomic with every
+    /// other FIFO operation, and costs a reader's hand-off the wait for an
+    /// in-flight send.
+    #[allow(clippy::type_complexity)]
     fn rq_write(
         &self,
         role: ThreadRole,
@@ -374,46 +385,47 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
         expects_reply: bool,
-    ) -> Result<Option<u64>, FrontendError> {
-        self.write_lock.with(|_| {
+    ) -> Result<Option<(u64, Option<Step>)>, FrontendError> {
+        self.reply_queue.with_notify_if(|q| {
             let ticket = if expects_reply {
-                let t = self.reply_queue.with(|q| q.enqueue(role, header.request));
-                Some(t.map_err(|_| FrontendError::ReplyChannelFailed)?)
+                match q.enqueue(role, header.request) {
+                    Ok(t) => Some(t),
+                    Err(_) => return (Err(FrontendError::ReplyChannelFailed), false),
+                }
             } else {
                 None
             };
-            match self.vhost_user_write(header, payload, fds) {
-                Ok(()) => Ok(ticket),
-                Err(e) => {
-                    if let Some(t) = ticket {
-                        self.reply_queue.with(|q| q.withdraw(t));
-                    }
-                    Err(e)
+            if let Err(e) = self.vhost_user_write(header, payload, fds) {
+                if let Some(t) = ticket {
+                    q.withdraw(t);
                 }
+                return (Err(e), false);
             }
+            let Some(ticket) = ticket else { return (Ok(None), false) };
+            // The handler may be waiting to borrow the BQL lent now.
+            let lent = q.lend(role);
+            (Ok(Some((ticket, q.next_step(role, ticket)))), lent && q.anyone_asleep())
         })
     }
 
-    /// Reply-queue, rules 2 and 3: waits for `ticket`'s reply. If nobody is
-    /// reading, this thread becomes the reader: it reads one whole reply
-    /// (`vhost_user_read`, logging as this thread) for the FIFO's head and
-    /// hands it over, and goes on until its own reply has come. A BQL holder
-    /// lends the BQL for the whole wait (reading included: the read blocks
-    /// outside the monitor, so the handler can borrow meanwhile) and returns
-    /// only once it is back.
-    fn rq_await(&self, role: ThreadRole, ticket: u64) -> RawReply {
+    /// Reply-queue, rules 2 and 3: waits for `ticket`'s reply, starting
+    /// with `step`. As the reader, this thread reads one whole reply
+    /// (`vhost_user_read`, logging as this thread) for the FIFO's head,
+    /// hands it over, and reads on until its own reply has come. A BQL
+    /// holder lends the BQL for the whole wait (reading included: the read
+    /// blocks outside the monitor, so the handler can borrow meanwhile) and
+    /// returns only once it is back.
+    fn rq_await(&self, role: ThreadRole, ticket: u64, mut step: Option<Step>) -> RawReply {
         loop {
-            match self.reply_queue.wait_until(|q| q.next_step(role, ticket)) {
+            let next = match step.take() {
+                Some(s) => s,
+                None => self.rq_wait(|q| q.next_step(role, ticket)),
+            };
+            match next {
                 Step::Done(reply) => return reply,
-                // The handler may be waiting to borrow the BQL just lent.
-                Step::Lent => self.reply_queue.with_notify(|_| ()),
                 Step::Read(head) => {
                     let reply = self.vhost_user_read(role, head.request);
-                    if let Some(mine) =
-                        self.reply_queue.with_notify(|q| q.hand(role, ticket, reply))
-                    {
-                        return mine;
-                    }
+                    step = self.reply_queue.with_notify_if(|q| q.hand(role, ticket, reply));
                 }
             }
         }
@@ -429,9 +441,9 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         fds: &[BorrowedFd<'_>],
         takes_fd: bool,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), FrontendError> {
-        let ticket = self.rq_write(role, header, payload, fds, true)?;
-        let ticket = ticket.ok_or(FrontendError::Protocol("no FIFO entry for a reply"))?;
-        let raw = self.rq_await(role, ticket);
+        let queued = self.rq_write(role, header, payload, fds, true)?;
+        let (ticket, step) = queued.ok_or(FrontendError::Protocol("no FIFO entry for a reply"))?;
+        let raw = self.rq_await(role, ticket, step);
         self.check_reply(role, header.request, raw, takes_fd)
     }
 
@@ -445,9 +457,9 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         if !take {
             return f();
         }
-        self.reply_queue.wait_until(|q| q.bql_try_lock(role).then_some(()));
+        self.rq_wait(|q| q.bql_try_lock(role).then_some(()));
         let r = f();
-        self.reply_queue.with_notify(|q| q.bql_unlock(role));
+        self.reply_queue.with_notify_if(|q| (q.bql_unlock(role), q.anyone_asleep()));
         r
     }
 
@@ -460,10 +472,18 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         if !self.variant.policy.reply_queue() {
             return self.bql.with(|_| f());
         }
-        let grant: BqlGrant = self.reply_queue.wait_until(|q| q.bql_borrow(role));
+        let grant: BqlGrant = self.rq_wait(|q| q.bql_borrow(role));
         let r = f();
-        self.reply_queue.with_notify(|q| q.bql_give_back(role, grant));
+        self.reply_queue.with_notify_if(|q| (q.bql_give_back(role, grant), q.anyone_asleep()));
         r
+    }
+
+    /// Waits on the reply-queue monitor until `ready` says go, counted as a
+    /// sleeper while asleep, so that changes nobody waits for skip the
+    /// notify (under loom, one scheduling point less each).
+    fn rq_wait<R>(&self, mut ready: impl FnMut(&mut ReplyQueue) -> Option<R>) -> R {
+        let mut slept = false;
+        self.reply_queue.wait_until(|q| q.wait_step(&mut slept, &mut ready))
     }
 
     /// Reply-queue, rule 4: `vhost_device_iotlb_miss` as the back-end channel

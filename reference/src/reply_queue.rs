@@ -73,7 +73,8 @@ pub enum BqlGrant {
     Borrowed,
 }
 
-/// What a waiting requester does next ([`ReplyQueue::next_step`]).
+/// What a waiting requester does next ([`ReplyQueue::next_step`],
+/// [`ReplyQueue::hand`]).
 #[derive(Debug)]
 pub enum Step {
     /// Its reply (or error) has been handed to it and it has the BQL back
@@ -81,9 +82,6 @@ pub enum Step {
     Done(RawReply),
     /// It is the reader: read one whole reply for this head of the FIFO.
     Read(Pending),
-    /// It has just started lending the BQL: wake the threads waiting for it
-    /// (the caller notifies) and ask again.
-    Lent,
 }
 
 /// Why [`ReplyQueue::enqueue`] refused a request.
@@ -100,12 +98,42 @@ pub struct ReplyQueue {
     failed: bool,
     /// The BQL, when the policy is reply-queue.
     pub bql: LendableBql,
+    /// How many times the handler borrowed the BQL from a waiting holder
+    /// (a ghost counter for tests: it shows rule 3 was exercised).
+    pub bql_loans: u64,
+    /// Threads asleep on the monitor right now (kept by
+    /// [`ReplyQueue::wait_step`]): a change nobody sleeps on needs no notify.
+    pub sleepers: u32,
 }
 
 impl ReplyQueue {
     /// An empty queue, no reader, the BQL free.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// One check of a wait on the monitor, with the sleeper count kept:
+    /// `slept` is the waiter's own flag (false on its first check), set
+    /// when `ready` says wait. For `Monitor::wait_until`'s closure.
+    pub fn wait_step<R>(
+        &mut self,
+        slept: &mut bool,
+        ready: impl FnOnce(&mut Self) -> Option<R>,
+    ) -> Option<R> {
+        if std::mem::take(slept) {
+            self.sleepers -= 1;
+        }
+        let r = ready(self);
+        if r.is_none() {
+            self.sleepers += 1;
+            *slept = true;
+        }
+        r
+    }
+
+    /// Whether a change made now must wake the monitor's sleepers.
+    pub fn anyone_asleep(&self) -> bool {
+        self.sleepers > 0
     }
 
     /// Rule 1: appends a requester to the FIFO and returns its ticket. The
@@ -123,13 +151,11 @@ impl ReplyQueue {
     }
 
     /// Takes back `ticket` whose send failed (under the write lock, so it is
-    /// the last entry, or already failed by a reader: then its handed
-    /// failure is dropped).
+    /// the last entry and nobody has seen it).
     pub fn withdraw(&mut self, ticket: u64) {
         if self.pending.back().is_some_and(|p| p.ticket == ticket) {
             self.pending.pop_back();
         }
-        self.handed.retain(|(t, _)| *t != ticket);
     }
 
     /// Pending requesters, head first.
@@ -147,23 +173,24 @@ impl ReplyQueue {
         self.reader
     }
 
-    /// Rule 2 and 3 for the requester `role` waiting for `ticket`, checked
+    /// Rule 3: `role`, about to wait for a reply, lends the BQL if it holds
+    /// it. True if it started lending now: the caller must then wake the
+    /// threads waiting on the monitor (the handler may wait to borrow).
+    pub fn lend(&mut self, role: ThreadRole) -> bool {
+        if self.bql.holder == Some(role) && !self.bql.lending {
+            self.bql.lending = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Rules 2 and 3 for the requester `role` waiting for `ticket`, checked
     /// under the monitor: `None` means wait (someone else reads, or the
     /// reply is there but the lent BQL is not back yet).
     pub fn next_step(&mut self, role: ThreadRole, ticket: u64) -> Option<Step> {
-        let holds_bql = self.bql.holder == Some(role);
-        if holds_bql && !self.bql.lending {
-            self.bql.lending = true;
-            return Some(Step::Lent);
-        }
         if let Some(i) = self.handed.iter().position(|(t, _)| *t == ticket) {
-            if holds_bql && self.bql.borrowed {
-                return None;
-            }
-            if holds_bql {
-                self.bql.lending = false;
-            }
-            return Some(Step::Done(self.handed.swap_remove(i).1));
+            return self.take_handed(role, i);
         }
         match self.reader {
             Some(r) if r == ticket => self.pending.front().copied().map(Step::Read),
@@ -176,15 +203,30 @@ impl ReplyQueue {
         }
     }
 
+    /// The handed reply at `i` for `role`, unless `role` lent the BQL and
+    /// it is still out; ends the lending.
+    fn take_handed(&mut self, role: ThreadRole, i: usize) -> Option<Step> {
+        let holds_bql = self.bql.holder == Some(role);
+        if holds_bql && self.bql.borrowed {
+            return None;
+        }
+        if holds_bql {
+            self.bql.lending = false;
+        }
+        Some(Step::Done(self.handed.swap_remove(i).1))
+    }
+
     /// Rule 2, after the reader (`ticket`, thread `role`) read `reply` for
     /// the head: pops the head and hands it the reply; after a failed read,
     /// fails every pending entry too. The reader stays the reader while its
-    /// own reply has not come. Returns the reader's own result when it may
-    /// return at once (its reply, and the BQL not lent out); otherwise the
-    /// reader asks [`ReplyQueue::next_step`] again. The caller notifies.
-    pub fn hand(&mut self, role: ThreadRole, ticket: u64, reply: RawReply) -> Option<RawReply> {
+    /// own reply has not come. Returns the reader's next step (`None`: wait,
+    /// its reply is there but the lent BQL is not back) and whether to wake
+    /// the other waiters (a reply went to another thread, or the reader role
+    /// is free while requests are still pending).
+    pub fn hand(&mut self, role: ThreadRole, ticket: u64, reply: RawReply) -> (Option<Step>, bool) {
         let failed = reply.is_err();
         let head = self.pending.pop_front();
+        let to_other = head.is_some_and(|h| h.ticket != ticket);
         if let Some(head) = head {
             self.handed.push((head.ticket, reply));
         }
@@ -194,20 +236,12 @@ impl ReplyQueue {
                 self.handed.push((p.ticket, Err((FrontendError::ReplyChannelFailed, None))));
             }
         }
-        let mine = self.handed.iter().any(|(t, _)| *t == ticket);
-        if !mine {
-            return None;
-        }
+        let Some(i) = self.handed.iter().position(|(t, _)| *t == ticket) else {
+            return (self.pending.front().copied().map(Step::Read), self.anyone_asleep());
+        };
         self.reader = None;
-        let holds_bql = self.bql.holder == Some(role);
-        if holds_bql && self.bql.borrowed {
-            return None;
-        }
-        if holds_bql {
-            self.bql.lending = false;
-        }
-        let i = self.handed.iter().position(|(t, _)| *t == ticket).expect("handed above");
-        Some(self.handed.swap_remove(i).1)
+        let notify = to_other || failed || !self.pending.is_empty();
+        (self.take_handed(role, i), notify && self.anyone_asleep())
     }
 
     /// Takes the BQL for `role` if it is free (not held, not lent out).
@@ -235,6 +269,7 @@ impl ReplyQueue {
         }
         if self.bql.lending && !self.bql.borrowed && self.bql.holder != Some(role) {
             self.bql.borrowed = true;
+            self.bql_loans += 1;
             return Some(BqlGrant::Borrowed);
         }
         None
@@ -272,7 +307,10 @@ mod tests {
         let t = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let Some(Step::Read(head)) = q.next_step(DS, t) else { panic!("becomes the reader") };
         assert_eq!(head.ticket, t);
-        let got = q.hand(DS, t, ack(Request::IotlbMsg)).expect("its own reply at once");
+        let (Some(Step::Done(got)), notify) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+            panic!("its own reply at once")
+        };
+        assert!(!notify, "nobody else to wake");
         assert_eq!(code(&got), Some(Request::IotlbMsg as u32));
         assert_eq!(q.reader(), None);
         assert_eq!(q.pending().count(), 0);
@@ -283,17 +321,22 @@ mod tests {
         let mut q = ReplyQueue::new();
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
+        q.sleepers = 1; // a is asleep on the monitor
         // b waits first and becomes the reader; the head is a's request.
         let Some(Step::Read(head)) = q.next_step(PL, b) else { panic!("b reads") };
         assert_eq!(head.ticket, a);
         assert!(q.next_step(DS, a).is_none(), "a waits: b is reading");
-        assert!(q.hand(PL, b, ack(Request::IotlbMsg)).is_none(), "not b's reply");
+        let (Some(Step::Read(head)), true) = q.hand(PL, b, ack(Request::IotlbMsg)) else {
+            panic!("not b's reply: b reads on, a is woken")
+        };
+        assert_eq!(head.ticket, b);
         assert_eq!(q.reader(), Some(b), "b keeps reading");
         let Some(Step::Done(r)) = q.next_step(DS, a) else { panic!("a has its reply") };
         assert_eq!(code(&r), Some(Request::IotlbMsg as u32));
-        let Some(Step::Read(head)) = q.next_step(PL, b) else { panic!("b reads on") };
-        assert_eq!(head.ticket, b);
-        let r = q.hand(PL, b, ack(Request::PostcopyEnd)).unwrap();
+        q.sleepers = 0;
+        let (Some(Step::Done(r)), false) = q.hand(PL, b, ack(Request::PostcopyEnd)) else {
+            panic!("b's own reply, nobody left to wake")
+        };
         assert_eq!(code(&r), Some(Request::PostcopyEnd as u32));
     }
 
@@ -302,12 +345,25 @@ mod tests {
         let mut q = ReplyQueue::new();
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
+        q.sleepers = 1; // b is asleep on the monitor
         let Some(Step::Read(_)) = q.next_step(DS, a) else { panic!("a reads") };
         let err = Err((FrontendError::Protocol("end of stream"), None));
-        assert!(q.hand(DS, a, err).unwrap().is_err());
+        let (Some(Step::Done(Err(_))), true) = q.hand(DS, a, err) else {
+            panic!("a gets the read error and wakes b")
+        };
         let Some(Step::Done(r)) = q.next_step(PL, b) else { panic!("b is failed, not left") };
         assert!(matches!(r, Err((FrontendError::ReplyChannelFailed, None))));
         assert_eq!(q.enqueue(ML, Request::IotlbMsg as u32), Err(Failed));
+    }
+
+    #[test]
+    fn the_sleeper_count_follows_the_waiters_checks() {
+        let mut q = ReplyQueue::new();
+        let mut slept = false;
+        assert_eq!(q.wait_step(&mut slept, |_| None::<()>), None);
+        assert!(q.anyone_asleep() && slept);
+        assert_eq!(q.wait_step(&mut slept, |_| Some(())), Some(()));
+        assert!(!q.anyone_asleep() && !slept);
     }
 
     #[test]
@@ -325,12 +381,15 @@ mod tests {
         assert!(q.bql_try_lock(DS));
         assert_eq!(q.bql_borrow(ML), None, "not lent before the holder waits");
         let t = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
-        assert!(matches!(q.next_step(DS, t), Some(Step::Lent)));
+        assert!(q.lend(DS), "starts lending: the caller wakes the handler");
+        assert!(!q.lend(DS), "lent once per wait");
         assert!(!q.bql_try_lock(PL), "lent only to the back-end channel handler");
         assert_eq!(q.bql_borrow(ML), Some(BqlGrant::Borrowed));
         assert_eq!(q.bql_borrow(ML), None, "lent once at a time");
         let Some(Step::Read(_)) = q.next_step(DS, t) else { panic!("the holder reads") };
-        assert!(q.hand(DS, t, ack(Request::IotlbMsg)).is_none(), "BQL still borrowed");
+        let (None, false) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+            panic!("BQL still borrowed: wait")
+        };
         assert!(q.next_step(DS, t).is_none(), "waits for the BQL");
         q.bql_give_back(ML, BqlGrant::Borrowed);
         let Some(Step::Done(r)) = q.next_step(DS, t) else { panic!("reply and BQL back") };
