@@ -166,3 +166,47 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
 
 /// `postcopy_ram_incoming_cleanup` joins the fault thread: no socket traffic.
 fn join_fault_thread() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::over_socketpair;
+    use crate::scenario::{Scenario, Variant};
+    use crate::sync::{Join, ParkingLot};
+    use std::sync::Arc;
+
+    /// Reply-queue over a real socketpair, misses with NEED_REPLY: device
+    /// start takes the BQL *before* the main loop starts, so the main loop
+    /// can only answer the back-end's miss (which the back-end sends before
+    /// it reads device start's first update) by borrowing the BQL from
+    /// device start while device start waits for its reply. Device start
+    /// completes with every update acknowledged, the loan is counted, and
+    /// nothing is logged.
+    #[test]
+    fn reply_queue_device_start_holding_the_bql_lends_it_to_the_miss_handler() {
+        let scenario = Scenario {
+            miss_need_reply: true,
+            backend_misses: 2,
+            postcopy_end: false,
+            ..Scenario::default()
+        };
+        let (fe, backend) =
+            over_socketpair(Variant::new(LockPolicy::ReplyQueue), &scenario).expect("handshake");
+        let fe = Arc::new(fe);
+        let started = fe.with_bql(ThreadRole::DeviceStart, true, || {
+            let main_loop = {
+                let fe = Arc::clone(&fe);
+                ParkingLot::spawn("main loop", move || fe.main_loop_thread())
+            };
+            let r = fe.vhost_dev_start(ThreadRole::DeviceStart, scenario.virtqueues);
+            (r, main_loop)
+        });
+        let (r, main_loop) = started;
+        assert!(r.is_ok(), "device start: {r:?}");
+        assert!(Join::join(main_loop).expect("no panic").is_ok());
+        assert!(fe.bql_loans() >= 1, "the main loop borrowed the BQL");
+        assert!(fe.record().rendered().is_empty(), "{:?}", fe.record().rendered());
+        fe.shutdown();
+        assert!(matches!(backend.join(), Ok(Ok(()))));
+    }
+}
