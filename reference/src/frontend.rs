@@ -119,6 +119,18 @@ pub fn guest_ram_region() -> MemoryRegion {
     }
 }
 
+/// Reply-queue: a waiting requester's own wake-up slot (set and notified
+/// by the thread that has something for it: its reply, the reader's turn,
+/// or its lent BQL back), so that a hand-off wakes one thread, not all.
+pub(crate) type Waker<F> = Arc<<F as SyncFamily>::Monitor<bool>>;
+
+/// Sets and notifies each of `wakers` (outside the reply-queue monitor).
+fn signal<F: SyncFamily>(wakers: Vec<Waker<F>>) {
+    for w in wakers {
+        w.with_notify(|woken| *woken = true);
+    }
+}
+
 /// Main-loop bottom halves pending (QEMU 10.2 schedules the postcopy cleanup).
 #[derive(Debug, Default)]
 pub(crate) struct BottomHalves {
@@ -142,7 +154,7 @@ pub struct Frontend<F: SyncFamily, T: Transport> {
     /// lendable BQL, in one monitor so that a BQL holder's wait and the
     /// handler's borrow see each other; also the write lock (held for one
     /// enqueue and send, never across a round trip).
-    reply_queue: F::Monitor<ReplyQueue>,
+    reply_queue: F::Monitor<ReplyQueue<Waker<F>>>,
     pub(crate) bh: F::Monitor<BottomHalves>,
     pub(crate) record: Arc<Record<F>>,
     protocol_features: u64,
@@ -384,10 +396,10 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         header: Header,
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
-        expects_reply: bool,
+        expects_reply: Option<&Waker<F>>,
     ) -> Result<Option<(u64, Option<Step>)>, FrontendError> {
         self.reply_queue.with_notify_if(|q| {
-            let ticket = if expects_reply {
+            let ticket = if expects_reply.is_some() {
                 match q.enqueue(role, header.request) {
                     Ok(t) => Some(t),
                     Err(_) => return (Err(FrontendError::ReplyChannelFailed), false),
@@ -401,10 +413,13 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
                 }
                 return (Err(e), false);
             }
-            let Some(ticket) = ticket else { return (Ok(None), false) };
+            let (Some(ticket), Some(waker)) = (ticket, expects_reply) else {
+                return (Ok(None), false);
+            };
             // The handler may be waiting to borrow the BQL lent now.
             let lent = q.lend(role);
-            (Ok(Some((ticket, q.next_step(role, ticket)))), lent && q.anyone_asleep())
+            let step = q.next_step_or_sleep(role, ticket, waker);
+            (Ok(Some((ticket, step))), lent && q.anyone_asleep())
         })
     }
 
@@ -415,17 +430,32 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     /// holder lends the BQL for the whole wait (reading included: the read
     /// blocks outside the monitor, so the handler can borrow meanwhile) and
     /// returns only once it is back.
-    fn rq_await(&self, role: ThreadRole, ticket: u64, mut step: Option<Step>) -> RawReply {
+    fn rq_await(
+        &self,
+        role: ThreadRole,
+        ticket: u64,
+        waker: &Waker<F>,
+        mut step: Option<Step>,
+    ) -> RawReply {
+        // Whether `waker` is registered for the current wait: `rq_write` and
+        // `next_step_or_sleep` register it when they say wait, `hand` does not.
+        let mut registered = step.is_none();
         loop {
-            let next = match step.take() {
-                Some(s) => s,
-                None => self.rq_wait(|q| q.next_step(role, ticket)),
-            };
-            match next {
-                Step::Done(reply) => return reply,
-                Step::Read(head) => {
+            match step.take() {
+                Some(Step::Done(reply)) => return reply,
+                Some(Step::Read(head)) => {
                     let reply = self.vhost_user_read(role, head.request);
-                    step = self.reply_queue.with_notify_if(|q| q.hand(role, ticket, reply));
+                    let (next, wake) = self.reply_queue.with(|q| q.hand(role, ticket, reply));
+                    signal::<F>(wake);
+                    step = next;
+                    registered = false;
+                }
+                None => {
+                    if registered {
+                        waker.wait_until(|woken| std::mem::take(woken).then_some(()));
+                    }
+                    step = self.reply_queue.with(|q| q.next_step_or_sleep(role, ticket, waker));
+                    registered = true;
                 }
             }
         }
@@ -441,9 +471,10 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         fds: &[BorrowedFd<'_>],
         takes_fd: bool,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), FrontendError> {
-        let queued = self.rq_write(role, header, payload, fds, true)?;
+        let waker: Waker<F> = Arc::new(F::Monitor::new(false));
+        let queued = self.rq_write(role, header, payload, fds, Some(&waker))?;
         let (ticket, step) = queued.ok_or(FrontendError::Protocol("no FIFO entry for a reply"))?;
-        let raw = self.rq_await(role, ticket, step);
+        let raw = self.rq_await(role, ticket, &waker, step);
         self.check_reply(role, header.request, raw, takes_fd)
     }
 
@@ -474,14 +505,16 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         }
         let grant: BqlGrant = self.rq_wait(|q| q.bql_borrow(role));
         let r = f();
-        self.reply_queue.with_notify_if(|q| (q.bql_give_back(role, grant), q.anyone_asleep()));
+        let wake =
+            self.reply_queue.with_notify_if(|q| (q.bql_give_back(role, grant), q.anyone_asleep()));
+        signal::<F>(wake);
         r
     }
 
     /// Waits on the reply-queue monitor until `ready` says go, counted as a
     /// sleeper while asleep, so that changes nobody waits for skip the
     /// notify (under loom, one scheduling point less each).
-    fn rq_wait<R>(&self, mut ready: impl FnMut(&mut ReplyQueue) -> Option<R>) -> R {
+    fn rq_wait<R>(&self, mut ready: impl FnMut(&mut ReplyQueue<Waker<F>>) -> Option<R>) -> R {
         let mut slept = false;
         self.reply_queue.wait_until(|q| q.wait_step(&mut slept, &mut ready))
     }
@@ -498,7 +531,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     ) -> Result<(), FrontendError> {
         let update = guest_iommu_translate(iova).ok_or(FrontendError::NoTranslation(iova))?;
         let h = Header::request(Request::IotlbMsg, wire::IOTLB_PAYLOAD_SIZE, false);
-        let r = self.rq_write(role, h, &update.to_bytes(), &[], false).map(|_| ());
+        let r = self.rq_write(role, h, &update.to_bytes(), &[], None).map(|_| ());
         if r.is_err() {
             self.record.log(role, QemuError::IotlbUpdateFailed);
         }
@@ -532,7 +565,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     ) -> Result<(), FrontendError> {
         if self.variant.policy.reply_queue() {
             if !header.need_reply() {
-                return self.rq_write(role, header, payload, fds, false).map(|_| ());
+                return self.rq_write(role, header, payload, fds, None).map(|_| ());
             }
             let (payload, _) = self.rq_round_trip(role, header, payload, fds, false)?;
             return ack_status(&payload);

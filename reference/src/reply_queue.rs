@@ -88,11 +88,16 @@ pub enum Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failed;
 
-/// The per-connection state of the reply-queue design.
-#[derive(Debug, Default)]
-pub struct ReplyQueue {
+/// The per-connection state of the reply-queue design. `W` is a waiter's
+/// wake-up handle (the front-end's per-request slot; `()` in unit tests):
+/// a requester that must wait registers it, and the transitions return the
+/// handles to signal, so that a hand-off wakes its recipient only (and the
+/// end of a reader's turn the new head only), not every waiter.
+#[derive(Debug)]
+pub struct ReplyQueue<W = ()> {
     pending: VecDeque<Pending>,
     handed: Vec<(u64, RawReply)>,
+    asleep: Vec<(u64, W)>,
     reader: Option<u64>,
     next_ticket: u64,
     failed: bool,
@@ -106,10 +111,43 @@ pub struct ReplyQueue {
     pub sleepers: u32,
 }
 
-impl ReplyQueue {
+impl<W> Default for ReplyQueue<W> {
+    fn default() -> Self {
+        ReplyQueue {
+            pending: VecDeque::new(),
+            handed: Vec::new(),
+            asleep: Vec::new(),
+            reader: None,
+            next_ticket: 0,
+            failed: false,
+            bql: LendableBql::default(),
+            bql_loans: 0,
+            sleepers: 0,
+        }
+    }
+}
+
+impl<W: Clone> ReplyQueue<W> {
     /// An empty queue, no reader, the BQL free.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// [`ReplyQueue::next_step`]; if it says wait, registers `waker` as
+    /// `ticket`'s, to be signalled when there is something for it to do.
+    pub fn next_step_or_sleep(&mut self, role: ThreadRole, ticket: u64, waker: &W) -> Option<Step> {
+        let step = self.next_step(role, ticket);
+        if step.is_none() && !self.asleep.iter().any(|(t, _)| *t == ticket) {
+            self.asleep.push((ticket, waker.clone()));
+        }
+        step
+    }
+
+    /// Takes `ticket`'s registered waker, if it sleeps.
+    fn wake(&mut self, ticket: u64, out: &mut Vec<W>) {
+        if let Some(i) = self.asleep.iter().position(|(t, _)| *t == ticket) {
+            out.push(self.asleep.swap_remove(i).1);
+        }
     }
 
     /// One check of a wait on the monitor, with the sleeper count kept:
@@ -223,25 +261,37 @@ impl ReplyQueue {
     /// its reply is there but the lent BQL is not back) and whether to wake
     /// the other waiters (a reply went to another thread, or the reader role
     /// is free while requests are still pending).
-    pub fn hand(&mut self, role: ThreadRole, ticket: u64, reply: RawReply) -> (Option<Step>, bool) {
+    pub fn hand(
+        &mut self,
+        role: ThreadRole,
+        ticket: u64,
+        reply: RawReply,
+    ) -> (Option<Step>, Vec<W>) {
+        let mut wake = Vec::new();
         let failed = reply.is_err();
         let head = self.pending.pop_front();
-        let to_other = head.is_some_and(|h| h.ticket != ticket);
         if let Some(head) = head {
             self.handed.push((head.ticket, reply));
+            if head.ticket != ticket {
+                self.wake(head.ticket, &mut wake);
+            }
         }
         if failed {
             self.failed = true;
             for p in self.pending.drain(..) {
                 self.handed.push((p.ticket, Err((FrontendError::ReplyChannelFailed, None))));
             }
+            wake.extend(self.asleep.drain(..).map(|(_, w)| w));
         }
         let Some(i) = self.handed.iter().position(|(t, _)| *t == ticket) else {
-            return (self.pending.front().copied().map(Step::Read), self.anyone_asleep());
+            return (self.pending.front().copied().map(Step::Read), wake);
         };
+        // The reader's turn ends: the new head's requester reads next.
         self.reader = None;
-        let notify = to_other || failed || !self.pending.is_empty();
-        (self.take_handed(role, i), notify && self.anyone_asleep())
+        if let Some(next) = self.pending.front().map(|p| p.ticket) {
+            self.wake(next, &mut wake);
+        }
+        (self.take_handed(role, i), wake)
     }
 
     /// Takes the BQL for `role` if it is free (not held, not lent out).
@@ -275,11 +325,24 @@ impl ReplyQueue {
         None
     }
 
-    /// Gives back what [`ReplyQueue::bql_borrow`] granted (the caller notifies).
-    pub fn bql_give_back(&mut self, role: ThreadRole, grant: BqlGrant) {
+    /// Gives back what [`ReplyQueue::bql_borrow`] granted (the caller
+    /// notifies the monitor's sleepers and signals the returned wakers: a
+    /// holder whose reply came while its BQL was out waits for it).
+    pub fn bql_give_back(&mut self, role: ThreadRole, grant: BqlGrant) -> Vec<W> {
         match grant {
-            BqlGrant::Taken => self.bql_unlock(role),
-            BqlGrant::Borrowed => self.bql.borrowed = false,
+            BqlGrant::Taken => {
+                self.bql_unlock(role);
+                Vec::new()
+            }
+            BqlGrant::Borrowed => {
+                self.bql.borrowed = false;
+                let mut wake = Vec::new();
+                let handed: Vec<u64> = self.handed.iter().map(|(t, _)| *t).collect();
+                for t in handed {
+                    self.wake(t, &mut wake);
+                }
+                wake
+            }
         }
     }
 }
@@ -303,14 +366,14 @@ mod tests {
 
     #[test]
     fn one_thread_is_write_then_read_without_hand_off() {
-        let mut q = ReplyQueue::new();
+        let mut q = ReplyQueue::<()>::new();
         let t = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let Some(Step::Read(head)) = q.next_step(DS, t) else { panic!("becomes the reader") };
         assert_eq!(head.ticket, t);
-        let (Some(Step::Done(got)), notify) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+        let (Some(Step::Done(got)), wake) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
             panic!("its own reply at once")
         };
-        assert!(!notify, "nobody else to wake");
+        assert!(wake.is_empty(), "nobody else to wake");
         assert_eq!(code(&got), Some(Request::IotlbMsg as u32));
         assert_eq!(q.reader(), None);
         assert_eq!(q.pending().count(), 0);
@@ -318,39 +381,40 @@ mod tests {
 
     #[test]
     fn the_reader_hands_the_head_its_reply_and_keeps_reading_for_its_own() {
-        let mut q = ReplyQueue::new();
+        let mut q = ReplyQueue::<()>::new();
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
-        q.sleepers = 1; // a is asleep on the monitor
         // b waits first and becomes the reader; the head is a's request.
         let Some(Step::Read(head)) = q.next_step(PL, b) else { panic!("b reads") };
         assert_eq!(head.ticket, a);
-        assert!(q.next_step(DS, a).is_none(), "a waits: b is reading");
-        let (Some(Step::Read(head)), true) = q.hand(PL, b, ack(Request::IotlbMsg)) else {
-            panic!("not b's reply: b reads on, a is woken")
+        assert!(q.next_step_or_sleep(DS, a, &()).is_none(), "a sleeps: b is reading");
+        let (Some(Step::Read(head)), wake) = q.hand(PL, b, ack(Request::IotlbMsg)) else {
+            panic!("not b's reply: b reads on")
         };
+        assert_eq!(wake.len(), 1, "a, and only a, is woken");
         assert_eq!(head.ticket, b);
         assert_eq!(q.reader(), Some(b), "b keeps reading");
         let Some(Step::Done(r)) = q.next_step(DS, a) else { panic!("a has its reply") };
         assert_eq!(code(&r), Some(Request::IotlbMsg as u32));
-        q.sleepers = 0;
-        let (Some(Step::Done(r)), false) = q.hand(PL, b, ack(Request::PostcopyEnd)) else {
-            panic!("b's own reply, nobody left to wake")
+        let (Some(Step::Done(r)), wake) = q.hand(PL, b, ack(Request::PostcopyEnd)) else {
+            panic!("b's own reply")
         };
+        assert!(wake.is_empty(), "nobody left to wake");
         assert_eq!(code(&r), Some(Request::PostcopyEnd as u32));
     }
 
     #[test]
     fn a_failed_read_fails_every_pending_entry_and_later_requests() {
-        let mut q = ReplyQueue::new();
+        let mut q = ReplyQueue::<()>::new();
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
-        q.sleepers = 1; // b is asleep on the monitor
         let Some(Step::Read(_)) = q.next_step(DS, a) else { panic!("a reads") };
+        assert!(q.next_step_or_sleep(PL, b, &()).is_none(), "b sleeps");
         let err = Err((FrontendError::Protocol("end of stream"), None));
-        let (Some(Step::Done(Err(_))), true) = q.hand(DS, a, err) else {
-            panic!("a gets the read error and wakes b")
+        let (Some(Step::Done(Err(_))), wake) = q.hand(DS, a, err) else {
+            panic!("a gets the read error")
         };
+        assert_eq!(wake.len(), 1, "b is woken");
         let Some(Step::Done(r)) = q.next_step(PL, b) else { panic!("b is failed, not left") };
         assert!(matches!(r, Err((FrontendError::ReplyChannelFailed, None))));
         assert_eq!(q.enqueue(ML, Request::IotlbMsg as u32), Err(Failed));
@@ -358,7 +422,7 @@ mod tests {
 
     #[test]
     fn the_sleeper_count_follows_the_waiters_checks() {
-        let mut q = ReplyQueue::new();
+        let mut q = ReplyQueue::<()>::new();
         let mut slept = false;
         assert_eq!(q.wait_step(&mut slept, |_| None::<()>), None);
         assert!(q.anyone_asleep() && slept);
@@ -368,7 +432,7 @@ mod tests {
 
     #[test]
     fn a_withdrawn_ticket_leaves_no_entry() {
-        let mut q = ReplyQueue::new();
+        let mut q = ReplyQueue::<()>::new();
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
         q.withdraw(b);
@@ -377,7 +441,7 @@ mod tests {
 
     #[test]
     fn a_bql_holder_lends_while_waiting_and_returns_only_with_it_back() {
-        let mut q = ReplyQueue::new();
+        let mut q = ReplyQueue::<()>::new();
         assert!(q.bql_try_lock(DS));
         assert_eq!(q.bql_borrow(ML), None, "not lent before the holder waits");
         let t = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
@@ -387,11 +451,11 @@ mod tests {
         assert_eq!(q.bql_borrow(ML), Some(BqlGrant::Borrowed));
         assert_eq!(q.bql_borrow(ML), None, "lent once at a time");
         let Some(Step::Read(_)) = q.next_step(DS, t) else { panic!("the holder reads") };
-        let (None, false) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+        let (None, _) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
             panic!("BQL still borrowed: wait")
         };
-        assert!(q.next_step(DS, t).is_none(), "waits for the BQL");
-        q.bql_give_back(ML, BqlGrant::Borrowed);
+        assert!(q.next_step_or_sleep(DS, t, &()).is_none(), "waits for the BQL");
+        assert_eq!(q.bql_give_back(ML, BqlGrant::Borrowed).len(), 1, "the holder is woken");
         let Some(Step::Done(r)) = q.next_step(DS, t) else { panic!("reply and BQL back") };
         assert!(r.is_ok());
         assert_eq!(q.bql, LendableBql { holder: Some(DS), lending: false, borrowed: false });
