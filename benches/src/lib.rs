@@ -1,4 +1,5 @@
-//! Shared helpers of the benchmarks (`benches/reply_path.rs`): the set-ups
+//! Shared helpers of the benchmarks (`benches/reply_path.rs`,
+//! `benches/reply_queue.rs`, `benches/summary.rs`): the set-ups
 //! each group measures, a pool of requesting threads, latency recording and
 //! the summary table.
 //!
@@ -20,8 +21,9 @@
 //! - [`explore`]: one exhaustive breadth-first run of the model.
 //!
 //! Leaves out: guest memory traffic, the back-end channel (no misses are
-//! sent), the race itself (the unlocked policy is only ever driven by one
-//! thread here) and any request that is not on the measured path.
+//! sent), the race itself (the unlocked policy is driven by one thread,
+//! except in the `reply_queue` target, which counts its failed requests
+//! with [`try_update`]) and any request that is not on the measured path.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

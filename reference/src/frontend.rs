@@ -17,8 +17,8 @@
 //! `vhost_user_postcopy_end` ([`crate::scenario::LockPolicy::BqlPostcopyEnd`]).
 //! Under [`crate::scenario::LockPolicy::ReplyQueue`] (this project's design,
 //! not QEMU's) every request goes through a short write lock (held for the
-//! send only) and, if it
-//! wants a reply, the per-connection FIFO of [`crate::reply_queue`]: the
+//! send only) and, if it wants a reply, the per-connection FIFO of
+//! [`crate::reply_queue`]: the
 //! waiter that finds nobody reading reads one whole reply with the same
 //! `vhost_user_read` checks and log lines and hands it to the FIFO's head;
 //! the BQL is then a token in the same monitor, lent by a holder while it
@@ -28,7 +28,8 @@
 //! The threads that call these functions are in [`crate::threads`].
 //!
 //! Leaves out: the nested GMainLoop QEMU runs while reading a reply (reads
-//! block here), `error_setg` chaining, the memory-region lookup of
+//! block here; under reply-queue the BQL loan to the main loop's handler
+//! stands for the back-end channel that nested loop would serve), `error_setg` chaining, the memory-region lookup of
 //! `vhost_device_iotlb_miss` (replaced by a fixed guest IOMMU,
 //! [`guest_iommu_translate`]), its "Fail to lookup the translated address"
 //! message, and every request not on these paths.
@@ -738,22 +739,22 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             fds.pop()
         } else {
             with_lock_if::<F, _>(
-            &self.request_reply,
-            self.variant.policy.request_reply_mutex(),
-            || {
-                self.vhost_user_write(
-                    Header::request(Request::PostcopyAdvise, 0, false),
-                    &[],
-                    &[],
-                )?;
-                let (payload, mut fds) =
-                    self.read_reply(role, Request::PostcopyAdvise as u32, true)?;
-                if !payload.is_empty() {
-                    return Err(FrontendError::Protocol("Received bad msg size."));
-                }
-                Ok(fds.pop())
-            },
-        )?
+                &self.request_reply,
+                self.variant.policy.request_reply_mutex(),
+                || {
+                    self.vhost_user_write(
+                        Header::request(Request::PostcopyAdvise, 0, false),
+                        &[],
+                        &[],
+                    )?;
+                    let (payload, mut fds) =
+                        self.read_reply(role, Request::PostcopyAdvise as u32, true)?;
+                    if !payload.is_empty() {
+                        return Err(FrontendError::Protocol("Received bad msg size."));
+                    }
+                    Ok(fds.pop())
+                },
+            )?
         };
         self.request_with_ack(role, Header::request(Request::PostcopyListen, 0, true), &[], &[])?;
         Ok(ufd)

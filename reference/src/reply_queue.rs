@@ -7,25 +7,36 @@
 //! Models the design's four rules as state:
 //! 1. a FIFO of pending requesters ([`Pending`]: a ticket, the thread's role
 //!    and the request code), appended to by [`ReplyQueue::enqueue`] in the
-//!    same critical section of the write lock as the send, so that it is in
-//!    wire order;
+//!    same critical section as the send (the front-end sends while holding
+//!    this monitor, which is the connection's write lock: held for one
+//!    enqueue and one send, never across a round trip), so that the FIFO is
+//!    in wire order;
 //! 2. one reader at a time ([`ReplyQueue::next_step`] makes a waiter the
 //!    reader when nobody is reading); the reader reads one whole reply and
 //!    [`ReplyQueue::hand`] pops the head and gives it the reply (or, after a
 //!    read error, fails every pending entry: the stream's framing is lost);
 //!    the reader keeps reading while its own reply has not come;
 //! 3. the BQL as a token in the same state ([`LendableBql`]): a holder that
-//!    waits for a reply lends it, the main loop's back-end channel handler
-//!    borrows it ([`ReplyQueue::bql_borrow`]) and gives it back, and the
-//!    holder leaves its wait only with the BQL back;
+//!    waits for a reply lends it ([`ReplyQueue::lend`]), the main loop's
+//!    back-end channel handler borrows it ([`ReplyQueue::bql_borrow`]) and
+//!    gives it back, and the holder leaves its wait only with the BQL back;
 //! 4. (no state) the miss handler's update goes out without NEED_REPLY, so
 //!    it never enters the FIFO.
 //!
+//! Wake-ups are targeted: a requester that must wait registers its own
+//! wake-up handle ([`ReplyQueue::next_step_or_sleep`]), and each transition
+//! returns the handles to signal: a hand-off its recipient, the end of a
+//! reader's turn the new head (who reads next), a returned BQL its holder.
+//! Only BQL waiters sleep on the monitor itself ([`ReplyQueue::wait_step`]
+//! counts them, so that nobody is notified when nobody sleeps).
+//!
 //! Leaves out: the I/O itself (reads and writes are the front-end's),
 //! request ids (the specification has none; the FIFO position is the only
-//! link between a request and its reply), and nested lending (a borrower
-//! that itself waits for a reply does not lend the BQL on; on the reference's
-//! paths the borrower, the miss handler, never waits for a reply).
+//! link between a request and its reply), a send that blocks on a full
+//! socket buffer while holding the write lock (the scenarios have at most a
+//! few small messages in flight), and nested lending (a borrower that itself
+//! waits for a reply does not lend the BQL on; on the reference's paths the
+//! borrower, the miss handler, never waits for a reply).
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
