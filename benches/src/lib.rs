@@ -1,4 +1,5 @@
-//! Shared helpers of the benchmarks (`benches/reply_path.rs`): the set-ups
+//! Shared helpers of the benchmarks (`benches/reply_path.rs`,
+//! `benches/reply_queue.rs`, `benches/summary.rs`): the set-ups
 //! each group measures, a pool of requesting threads, latency recording and
 //! the summary table.
 //!
@@ -10,7 +11,8 @@
 //!   QEMU and the reference back-end read (to attribute the reference's gap).
 //! - [`reference_channel`]: the reference front-end over a real socketpair
 //!   against the reference back-end, handshaken as QEMU does
-//!   ([`reference::harness::over_socketpair`]), for IOTLB updates.
+//!   ([`reference::harness::over_socketpair`]), for IOTLB updates
+//!   ([`update`], or [`try_update`] where the policy may race).
 //! - [`RustVmmPeer`] and [`ReferencePeer`]: rust-vmm's `vhost` `Frontend` and
 //!   the reference front-end, each over its own socketpair against the same
 //!   reference back-end with the same minimal negotiation (features, protocol
@@ -19,8 +21,9 @@
 //! - [`explore`]: one exhaustive breadth-first run of the model.
 //!
 //! Leaves out: guest memory traffic, the back-end channel (no misses are
-//! sent), the race itself (the unlocked policy is only ever driven by one
-//! thread here) and any request that is not on the measured path.
+//! sent), the race itself (the unlocked policy is driven by one thread,
+//! except in the `reply_queue` target, which counts its failed requests
+//! with [`try_update`]) and any request that is not on the measured path.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -230,6 +233,9 @@ pub fn bench_scenario() -> Scenario {
 pub const UNLOCKED: Variant = Variant::new(LockPolicy::Qemu91);
 /// The request/reply mutex policy (July 2024 patch).
 pub const MUTEX: Variant = Variant::new(LockPolicy::Mutex);
+/// The reply-queue policy (this project's design: no lock across a round
+/// trip, replies handed to the FIFO's head).
+pub const REPLY_QUEUE: Variant = Variant::new(LockPolicy::ReplyQueue);
 
 /// A handshaken reference front-end over a socketpair and its back-end.
 pub struct ReferenceChannel {
@@ -256,6 +262,15 @@ impl ReferenceChannel {
 pub fn update(fe: &SocketFrontend, vq: u8) {
     fe.vhost_user_send_device_iotlb_msg(ThreadRole::DeviceStart, &Scenario::iotlb_update(vq))
         .expect("IOTLB update acknowledged");
+}
+
+/// One IOTLB update with NEED_REPLY on `fe`; whether it was acknowledged.
+/// `false` when the front-end failed it (the unlocked policy, driven by
+/// several threads, races: a thread reads another's reply or a header
+/// mid-message, and the channel stays out of alignment).
+pub fn try_update(fe: &SocketFrontend, vq: u8) -> bool {
+    fe.vhost_user_send_device_iotlb_msg(ThreadRole::DeviceStart, &Scenario::iotlb_update(vq))
+        .is_ok()
 }
 
 impl Drop for ReferenceChannel {

@@ -140,6 +140,9 @@ pub struct Outcome {
     pub threads: Vec<(ThreadRole, Result<(), String>)>,
     /// Requests the back-end served, or its error.
     pub backend: Result<u64, String>,
+    /// Reply-queue: times the main loop borrowed the BQL from a holder
+    /// waiting for a reply (`Frontend::bql_loans`; 0 for other policies).
+    pub bql_loans: u64,
 }
 
 /// Requests the front-end sends in `scenario` when nothing fails: one IOTLB
@@ -172,13 +175,14 @@ pub fn run_scenario<F: SyncFamily>(variant: Variant, scenario: &Scenario) -> Out
     let log = record.rendered();
     let deliveries = record.deliveries();
     let swapped = record.swapped_pairs();
+    let bql_loans = fe.bql_loans();
     fe.shutdown();
     let backend = match Join::join(backend) {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(e.to_string()),
         Err(p) => Err(p.to_string()),
     };
-    Outcome { log, deliveries, swapped, threads, backend }
+    Outcome { log, deliveries, swapped, threads, backend, bql_loans }
 }
 
 /// The first thing wrong in `outcome` of `scenario`, if any (see the module
@@ -215,10 +219,17 @@ pub fn violation(outcome: &Outcome, scenario: &Scenario) -> Option<Violation> {
 /// The test body: runs `scenario` under `variant` on family `F` and panics
 /// with the [`Violation`] if anything went wrong.
 pub fn check_scenario<F: SyncFamily>(variant: Variant, scenario: &Scenario) {
+    check_scenario_outcome::<F>(variant, scenario);
+}
+
+/// [`check_scenario`], returning the outcome of a run that passed (for
+/// tests that also look at what happened, such as BQL loans).
+pub fn check_scenario_outcome<F: SyncFamily>(variant: Variant, scenario: &Scenario) -> Outcome {
     let outcome = run_scenario::<F>(variant, scenario);
     if let Some(v) = violation(&outcome, scenario) {
         panic!("{v}");
     }
+    outcome
 }
 
 /// The body `iterations` times on real threads (parking_lot): no
@@ -233,13 +244,35 @@ pub fn std_check(variant: Variant, scenario: Scenario, iterations: usize) {
 /// [`crate::LOOM_PREEMPTION_BOUND`] preemptions. Returns the number of
 /// executions loom ran.
 pub fn loom_check(variant: Variant, scenario: Scenario) -> usize {
+    loom_check_observed(variant, scenario, |_| {})
+}
+
+/// [`loom_check`], calling `observe` with the outcome of every execution
+/// (each one passed the check). Returns the number of executions.
+pub fn loom_check_observed(
+    variant: Variant,
+    scenario: Scenario,
+    observe: impl Fn(&Outcome) + Send + Sync + 'static,
+) -> usize {
+    loom_check_bounded(variant, scenario, crate::LOOM_PREEMPTION_BOUND, observe)
+}
+
+/// [`loom_check_observed`] with `preemption_bound` instead of
+/// [`crate::LOOM_PREEMPTION_BOUND`] (for a test whose space at the default
+/// bound takes minutes; such a test says so).
+pub fn loom_check_bounded(
+    variant: Variant,
+    scenario: Scenario,
+    preemption_bound: usize,
+    observe: impl Fn(&Outcome) + Send + Sync + 'static,
+) -> usize {
     let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(crate::LOOM_PREEMPTION_BOUND);
+    builder.preemption_bound = Some(preemption_bound);
     builder.check(move || {
         counter.fetch_add(1, Ordering::Relaxed);
-        check_scenario::<Loom>(variant, &scenario);
+        observe(&check_scenario_outcome::<Loom>(variant, &scenario));
     });
     executions.load(Ordering::Relaxed)
 }
@@ -306,6 +339,21 @@ pub fn expect_violation<R>(check: impl FnOnce() -> R) -> Violation {
                 panic_text(payload.as_ref())
             )
         }),
+    }
+}
+
+/// Runs `check`, which must fail with the checker's deadlock report (loom:
+/// `deadlock; threads = ...`, shuttle: `deadlock! blocked tasks: ...`);
+/// returns that report. Panics (failing the test) if `check` passes or fails
+/// with anything else, a [`Violation`] included.
+pub fn expect_deadlock<R>(check: impl FnOnce() -> R) -> String {
+    match panic::catch_unwind(AssertUnwindSafe(check)) {
+        Ok(_) => panic!("the check passed: no interleaving deadlocked"),
+        Err(payload) => {
+            let text = panic_text(payload.as_ref()).unwrap_or("a panic without a message");
+            assert!(text.contains("deadlock"), "the check failed, but not with a deadlock: {text}");
+            text.to_string()
+        }
     }
 }
 

@@ -13,8 +13,8 @@
 //!
 //! Leaves out: the handshake (it runs on one thread before the race; the
 //! runs start negotiated), real sockets (the `reference` crate's own tests
-//! run the race there), and the variants other than the request/reply mutex
-//! and QEMU 9.1 (the stateright model covers all of them).
+//! run the race there), and the variants other than the request/reply mutex,
+//! QEMU 9.1 and reply-queue (the stateright model covers all of them).
 
 pub mod body;
 pub mod loom_family;

@@ -43,6 +43,14 @@ impl<T: Send> Monitor<T> for LoomMonitor<T> {
         r
     }
 
+    fn with_notify_if<R>(&self, f: impl FnOnce(&mut T) -> (R, bool)) -> R {
+        let (r, notify) = self.with(f);
+        if notify {
+            self.cond.notify_all();
+        }
+        r
+    }
+
     fn wait_until<R>(&self, mut ready: impl FnMut(&mut T) -> Option<R>) -> R {
         let mut guard = self.value.lock().expect("a loom mutex is never poisoned here");
         loop {

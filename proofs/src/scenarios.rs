@@ -4,10 +4,13 @@
 //! (device start under the BQL, POSTCOPY_END, misses without NEED_REPLY,
 //! as DPDK sends them) with the sizes changed.
 //!
-//! Leaves out: misses with NEED_REPLY (the back-end then waits on the
-//! back-end channel while the main loop waits for its reply on the main
-//! socket: a hang by design of the scenario, not of a lock policy; the
-//! model explores it) and the handshake.
+//! Misses with NEED_REPLY (the back-end then waits on the back-end channel
+//! before it reads the main socket again) are used only where a policy is
+//! meant to survive them (reply-queue) or to show that it does not (the
+//! mutex deadlocks: its miss handler waits on the main socket for the reply
+//! to its own update).
+//!
+//! Leaves out: the handshake.
 
 use reference::scenario::Scenario;
 
@@ -34,4 +37,27 @@ pub fn all_threads() -> Scenario {
 /// 4 bytes, so each header and payload read is several scheduling points).
 pub fn all_threads_short_reads() -> Scenario {
     Scenario { short_reads: true, ..all_threads() }
+}
+
+/// loom, 3 front-end threads: [`start_postcopy_miss`] with the miss sent
+/// with NEED_REPLY: the back-end reads nothing on the main socket until the
+/// main loop has answered on the back-end channel, while device start holds
+/// the BQL and waits for its update's reply.
+pub fn start_postcopy_miss_need_reply() -> Scenario {
+    Scenario { miss_need_reply: true, ..start_postcopy_miss() }
+}
+
+/// shuttle: [`all_threads`] with the misses sent with NEED_REPLY.
+pub fn all_threads_miss_need_reply() -> Scenario {
+    Scenario { miss_need_reply: true, ..all_threads() }
+}
+
+/// shuttle: [`all_threads_miss_need_reply`] with short reads.
+pub fn all_threads_miss_need_reply_short_reads() -> Scenario {
+    Scenario { short_reads: true, ..all_threads_miss_need_reply() }
+}
+
+/// shuttle: [`all_threads`] with device start running without the BQL.
+pub fn all_threads_without_bql() -> Scenario {
+    Scenario { device_start_holds_bql: false, ..all_threads() }
 }

@@ -15,10 +15,21 @@
 //! the request/reply mutex around write-and-reply on every request path
 //! ([`crate::scenario::LockPolicy::Mutex`]) and the BQL inside
 //! `vhost_user_postcopy_end` ([`crate::scenario::LockPolicy::BqlPostcopyEnd`]).
+//! Under [`crate::scenario::LockPolicy::ReplyQueue`] (this project's design,
+//! not QEMU's) every request goes through a short write lock (held for the
+//! send only) and, if it wants a reply, the per-connection FIFO of
+//! [`crate::reply_queue`]: the
+//! waiter that finds nobody reading reads one whole reply with the same
+//! `vhost_user_read` checks and log lines and hands it to the FIFO's head;
+//! the BQL is then a token in the same monitor, lent by a holder while it
+//! waits ([`Frontend::with_bql`], [`Frontend::with_bql_borrowed`]); and the
+//! back-end channel's miss is answered by
+//! [`Frontend::vhost_device_iotlb_miss_without_reply`].
 //! The threads that call these functions are in [`crate::threads`].
 //!
 //! Leaves out: the nested GMainLoop QEMU runs while reading a reply (reads
-//! block here), `error_setg` chaining, the memory-region lookup of
+//! block here; under reply-queue the BQL loan to the main loop's handler
+//! stands for the back-end channel that nested loop would serve), `error_setg` chaining, the memory-region lookup of
 //! `vhost_device_iotlb_miss` (replaced by a fixed guest IOMMU,
 //! [`guest_iommu_translate`]), its "Fail to lookup the translated address"
 //! message, and every request not on these paths.
@@ -28,6 +39,7 @@ use std::sync::Arc;
 
 use crate::qemu_log::QemuError;
 use crate::record::{Delivery, Record};
+use crate::reply_queue::{BqlGrant, RawReply, ReplyQueue, Step};
 use crate::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 use crate::sync::{with_lock_if, Lock, Monitor, SyncFamily};
 use crate::transport::{read_all, Transport, TransportError};
@@ -72,6 +84,11 @@ pub enum FrontendError {
     /// back-end channel message type).
     #[error("{0}")]
     Protocol(&'static str),
+    /// Reply-queue only: another thread's reply read failed while this
+    /// request was queued (or before it was sent), so its reply can no longer
+    /// be found in the stream.
+    #[error("the reply stream failed before this request's reply was read")]
+    ReplyChannelFailed,
 }
 
 /// The guest IOMMU of the scenario: the IOTLB update that answers a miss on
@@ -102,6 +119,18 @@ pub fn guest_ram_region() -> MemoryRegion {
     }
 }
 
+/// Reply-queue: a waiting requester's own wake-up slot (set and notified
+/// by the thread that has something for it: its reply, the reader's turn,
+/// or its lent BQL back), so that a hand-off wakes one thread, not all.
+pub(crate) type Waker<F> = Arc<<F as SyncFamily>::Monitor<bool>>;
+
+/// Sets and notifies each of `wakers` (outside the reply-queue monitor).
+fn signal<F: SyncFamily>(wakers: Vec<Waker<F>>) {
+    for w in wakers {
+        w.with_notify(|woken| *woken = true);
+    }
+}
+
 /// Main-loop bottom halves pending (QEMU 10.2 schedules the postcopy cleanup).
 #[derive(Debug, Default)]
 pub(crate) struct BottomHalves {
@@ -119,8 +148,13 @@ pub struct Frontend<F: SyncFamily, T: Transport> {
     pub(crate) scenario: Scenario,
     /// The per-connection request/reply mutex (July 2024 patch).
     pub(crate) request_reply: Lock<F>,
-    /// The Big QEMU Lock, process-wide.
+    /// The Big QEMU Lock, process-wide (every policy but reply-queue).
     pub(crate) bql: Lock<F>,
+    /// Reply-queue: the FIFO of pending requesters, the reader and the
+    /// lendable BQL, in one monitor so that a BQL holder's wait and the
+    /// handler's borrow see each other; also the write lock (held for one
+    /// enqueue and send, never across a round trip).
+    reply_queue: F::Monitor<ReplyQueue<Waker<F>>>,
     pub(crate) bh: F::Monitor<BottomHalves>,
     pub(crate) record: Arc<Record<F>>,
     protocol_features: u64,
@@ -147,6 +181,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             scenario,
             request_reply: Lock::<F>::new(()),
             bql: Lock::<F>::new(()),
+            reply_queue: F::Monitor::new(ReplyQueue::new()),
             bh: F::Monitor::new(BottomHalves::default()),
             record: Arc::new(Record::new()),
             protocol_features: ProtocolFeatures::IOMMU_POSTCOPY.bits(),
@@ -176,6 +211,12 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     /// The front-end's end of the back-end channel.
     pub fn backend_channel(&self) -> Option<&T> {
         self.backend_channel.as_ref()
+    }
+
+    /// Reply-queue: how many times the back-end channel handler borrowed the
+    /// BQL from a holder waiting for a reply (0 for every other policy).
+    pub fn bql_loans(&self) -> u64 {
+        self.reply_queue.with(|q| q.bql_loans)
     }
 
     /// The variant whose locks this front-end takes.
@@ -280,7 +321,21 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         request: u32,
         takes_fd: bool,
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), FrontendError> {
-        let (h, payload, fds) = match self.vhost_user_read(role, request) {
+        self.check_reply(role, request, self.vhost_user_read(role, request), takes_fd)
+    }
+
+    /// The requester's part of [`Frontend::read_reply`] on a reply read by
+    /// itself or (reply-queue) handed to it: records the delivery, checks
+    /// the request code (logging `Received unexpected msg type`) and the
+    /// descriptors.
+    fn check_reply(
+        &self,
+        role: ThreadRole,
+        request: u32,
+        raw: RawReply,
+        takes_fd: bool,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>), FrontendError> {
+        let (h, payload, fds) = match raw {
             Ok(r) => r,
             Err((e, h)) => {
                 self.record.deliver(Delivery::classify(role, request, h));
@@ -319,14 +374,183 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             return Ok(());
         }
         let (payload, _) = self.read_reply(role, msg.request, false)?;
-        match wire::reply_status(&payload) {
-            0 => Ok(()),
-            status => Err(FrontendError::Nack(status)),
+        ack_status(&payload)
+    }
+
+    // ----- reply-queue (LockPolicy::ReplyQueue) ---------------------------
+
+    /// Reply-queue, rule 1: sends one message under the write lock; if
+    /// `expects_reply`, enqueues its requester first, in the same critical
+    /// section, so that the FIFO is in wire order, and in that section also
+    /// lends the BQL if this thread holds it and becomes the reader if
+    /// nobody reads. Returns the ticket to wait on and the first step
+    /// (`None`: wait). A failed send takes its entry back (the last one,
+    /// seen by nobody). The write lock is the reply-queue monitor itself:
+    /// one lock instead of two makes enqueue-and-send atomic with every
+    /// other FIFO operation, and costs a reader's hand-off the wait for an
+    /// in-flight send.
+    #[allow(clippy::type_complexity)]
+    fn rq_write(
+        &self,
+        role: ThreadRole,
+        header: Header,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        expects_reply: Option<&Waker<F>>,
+    ) -> Result<Option<(u64, Option<Step>)>, FrontendError> {
+        self.reply_queue.with_notify_if(|q| {
+            let ticket = if expects_reply.is_some() {
+                match q.enqueue(role, header.request) {
+                    Ok(t) => Some(t),
+                    Err(_) => return (Err(FrontendError::ReplyChannelFailed), false),
+                }
+            } else {
+                None
+            };
+            if let Err(e) = self.vhost_user_write(header, payload, fds) {
+                if let Some(t) = ticket {
+                    q.withdraw(t);
+                }
+                return (Err(e), false);
+            }
+            let (Some(ticket), Some(waker)) = (ticket, expects_reply) else {
+                return (Ok(None), false);
+            };
+            // The handler may be waiting to borrow the BQL lent now.
+            let lent = q.lend(role);
+            let step = q.next_step_or_sleep(role, ticket, waker);
+            (Ok(Some((ticket, step))), lent && q.anyone_asleep())
+        })
+    }
+
+    /// Reply-queue, rules 2 and 3: waits for `ticket`'s reply, starting
+    /// with `step`. As the reader, this thread reads one whole reply
+    /// (`vhost_user_read`, logging as this thread) for the FIFO's head,
+    /// hands it over, and reads on until its own reply has come. A BQL
+    /// holder lends the BQL for the whole wait (reading included: the read
+    /// blocks outside the monitor, so the handler can borrow meanwhile) and
+    /// returns only once it is back.
+    fn rq_await(
+        &self,
+        role: ThreadRole,
+        ticket: u64,
+        waker: &Waker<F>,
+        mut step: Option<Step>,
+    ) -> RawReply {
+        // Whether `waker` is registered for the current wait: `rq_write` and
+        // `next_step_or_sleep` register it when they say wait, `hand` does not.
+        let mut registered = step.is_none();
+        loop {
+            match step.take() {
+                Some(Step::Done(reply)) => return reply,
+                Some(Step::Read(head)) => {
+                    let reply = self.vhost_user_read(role, head.request);
+                    let (next, wake) = self.reply_queue.with(|q| q.hand(role, ticket, reply));
+                    signal::<F>(wake);
+                    step = next;
+                    registered = false;
+                }
+                None => {
+                    if registered {
+                        waker.wait_until(|woken| std::mem::take(woken).then_some(()));
+                    }
+                    step = self.reply_queue.with(|q| q.next_step_or_sleep(role, ticket, waker));
+                    registered = true;
+                }
+            }
         }
     }
 
+    /// Reply-queue: one request and its reply through the FIFO, checked as
+    /// [`Frontend::read_reply`] checks it.
+    fn rq_round_trip(
+        &self,
+        role: ThreadRole,
+        header: Header,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+        takes_fd: bool,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>), FrontendError> {
+        let waker: Waker<F> = Arc::new(F::Monitor::new(false));
+        let queued = self.rq_write(role, header, payload, fds, Some(&waker))?;
+        let (ticket, step) = queued.ok_or(FrontendError::Protocol("no FIFO entry for a reply"))?;
+        let raw = self.rq_await(role, ticket, &waker, step);
+        self.check_reply(role, header.request, raw, takes_fd)
+    }
+
+    /// Runs `f` holding the BQL if `take`: the plain lock for every policy
+    /// but reply-queue; for reply-queue, the token in the reply-queue
+    /// monitor, which this thread lends while it waits for a reply inside `f`.
+    pub fn with_bql<R>(&self, role: ThreadRole, take: bool, f: impl FnOnce() -> R) -> R {
+        if !self.variant.policy.reply_queue() {
+            return with_lock_if::<F, _>(&self.bql, take, f);
+        }
+        if !take {
+            return f();
+        }
+        self.rq_wait(|q| q.bql_try_lock(role).then_some(()));
+        let r = f();
+        self.reply_queue.with_notify_if(|q| (q.bql_unlock(role), q.anyone_asleep()));
+        r
+    }
+
+    /// The main loop's back-end channel handler under the BQL: the plain
+    /// lock for every policy but reply-queue; for reply-queue, the BQL if it
+    /// is free, or borrowed from a holder that is waiting for a reply (and
+    /// given back after `f`), so that the handler runs while device start
+    /// waits with the BQL.
+    pub fn with_bql_borrowed<R>(&self, role: ThreadRole, f: impl FnOnce() -> R) -> R {
+        if !self.variant.policy.reply_queue() {
+            return self.bql.with(|_| f());
+        }
+        let grant: BqlGrant = self.rq_wait(|q| q.bql_borrow(role));
+        let r = f();
+        let wake =
+            self.reply_queue.with_notify_if(|q| (q.bql_give_back(role, grant), q.anyone_asleep()));
+        signal::<F>(wake);
+        r
+    }
+
+    /// Waits on the reply-queue monitor until `ready` says go, counted as a
+    /// sleeper while asleep, so that changes nobody waits for skip the
+    /// notify (under loom, one scheduling point less each).
+    fn rq_wait<R>(&self, mut ready: impl FnMut(&mut ReplyQueue<Waker<F>>) -> Option<R>) -> R {
+        let mut slept = false;
+        self.reply_queue.wait_until(|q| q.wait_step(&mut slept, &mut ready))
+    }
+
+    /// Reply-queue, rule 4: `vhost_device_iotlb_miss` as the back-end channel
+    /// handler calls it: the update goes out *without* NEED_REPLY (no FIFO
+    /// entry, no reply read), so the handler never waits on the main socket,
+    /// which a back-end waiting for the miss's answer does not serve. On a
+    /// failed send logs `Fail to update device iotlb`.
+    pub fn vhost_device_iotlb_miss_without_reply(
+        &self,
+        role: ThreadRole,
+        iova: u64,
+    ) -> Result<(), FrontendError> {
+        let update = guest_iommu_translate(iova).ok_or(FrontendError::NoTranslation(iova))?;
+        let h = Header::request(Request::IotlbMsg, wire::IOTLB_PAYLOAD_SIZE, false);
+        let r = self.rq_write(role, h, &update.to_bytes(), &[], None).map(|_| ());
+        if r.is_err() {
+            self.record.log(role, QemuError::IotlbUpdateFailed);
+        }
+        r
+    }
+}
+
+/// `process_message_reply`'s status: the reply's u64, 0 for success.
+fn ack_status(payload: &[u8]) -> Result<(), FrontendError> {
+    match wire::reply_status(payload) {
+        0 => Ok(()),
+        status => Err(FrontendError::Nack(status)),
+    }
+}
+
+impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     /// A request with NEED_REPLY as asked, under the request/reply mutex when
-    /// the variant has it: write, then `process_message_reply`.
+    /// the variant has it: write, then `process_message_reply`. Under
+    /// reply-queue the reply (if NEED_REPLY) comes through the FIFO.
     fn request_with_ack(
         &self,
         role: ThreadRole,
@@ -334,6 +558,13 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), FrontendError> {
+        if self.variant.policy.reply_queue() {
+            if !header.need_reply() {
+                return self.rq_write(role, header, payload, fds, None).map(|_| ());
+            }
+            let (payload, _) = self.rq_round_trip(role, header, payload, fds, false)?;
+            return ack_status(&payload);
+        }
         with_lock_if::<F, _>(&self.request_reply, self.variant.policy.request_reply_mutex(), || {
             self.vhost_user_write(header, payload, fds)?;
             self.process_message_reply(role, &header)
@@ -406,6 +637,11 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         role: ThreadRole,
         request: Request,
     ) -> Result<u64, FrontendError> {
+        if self.variant.policy.reply_queue() {
+            let h = Header::request(request, 0, false);
+            let (payload, _) = self.rq_round_trip(role, h, &[], &[], false)?;
+            return Ok(wire::u64_from_bytes(&payload)?);
+        }
         with_lock_if::<F, _>(&self.request_reply, self.variant.policy.request_reply_mutex(), || {
             self.vhost_user_write(Header::request(request, 0, false), &[], &[])?;
             let (payload, _) = self.read_reply(role, request as u32, false)?;
@@ -488,23 +724,32 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             let h = Header::request(Request::SetVringAddr, wire::VRING_ADDR_SIZE, false);
             self.request_with_ack(role, h, &addr.to_bytes(), &[])?;
         }
-        let ufd = with_lock_if::<F, _>(
-            &self.request_reply,
-            self.variant.policy.request_reply_mutex(),
-            || {
-                self.vhost_user_write(
-                    Header::request(Request::PostcopyAdvise, 0, false),
-                    &[],
-                    &[],
-                )?;
-                let (payload, mut fds) =
-                    self.read_reply(role, Request::PostcopyAdvise as u32, true)?;
-                if !payload.is_empty() {
-                    return Err(FrontendError::Protocol("Received bad msg size."));
-                }
-                Ok(fds.pop())
-            },
-        )?;
+        let advise = Header::request(Request::PostcopyAdvise, 0, false);
+        let ufd = if self.variant.policy.reply_queue() {
+            let (payload, mut fds) = self.rq_round_trip(role, advise, &[], &[], true)?;
+            if !payload.is_empty() {
+                return Err(FrontendError::Protocol("Received bad msg size."));
+            }
+            fds.pop()
+        } else {
+            with_lock_if::<F, _>(
+                &self.request_reply,
+                self.variant.policy.request_reply_mutex(),
+                || {
+                    self.vhost_user_write(
+                        Header::request(Request::PostcopyAdvise, 0, false),
+                        &[],
+                        &[],
+                    )?;
+                    let (payload, mut fds) =
+                        self.read_reply(role, Request::PostcopyAdvise as u32, true)?;
+                    if !payload.is_empty() {
+                        return Err(FrontendError::Protocol("Received bad msg size."));
+                    }
+                    Ok(fds.pop())
+                },
+            )?
+        };
         self.request_with_ack(role, Header::request(Request::PostcopyListen, 0, true), &[], &[])?;
         Ok(ufd)
     }

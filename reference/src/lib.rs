@@ -16,6 +16,7 @@ pub mod frontend;
 pub mod harness;
 pub mod qemu;
 pub mod record;
+pub mod reply_queue;
 pub mod run;
 pub mod sync;
 pub mod threads;

@@ -53,7 +53,8 @@
 //! ```
 //!
 //! Loom cost: [`Monitor::with`] is one lock acquisition, [`Monitor::with_notify`]
-//! one acquisition and one notify, [`Monitor::wait_until`] one acquisition plus
+//! one acquisition and one notify, [`Monitor::with_notify_if`] one
+//! acquisition and a notify only when asked, [`Monitor::wait_until`] one acquisition plus
 //! one wait per wake-up.
 
 /// A mutex-protected value with a condition variable, used through closures.
@@ -66,6 +67,14 @@ pub trait Monitor<T>: Send + Sync {
 
     /// Runs `f` with the lock held, then wakes every waiter.
     fn with_notify<R>(&self, f: impl FnOnce(&mut T) -> R) -> R;
+
+    /// Runs `f` with the lock held, then wakes every waiter if `f` says so
+    /// (the second element), so that a caller that knows nobody can be
+    /// waiting saves the notify (a scheduling point under loom). The default
+    /// always notifies; the families of this workspace override it.
+    fn with_notify_if<R>(&self, f: impl FnOnce(&mut T) -> (R, bool)) -> R {
+        self.with_notify(|v| f(v).0)
+    }
 
     /// Blocks until `ready` returns `Some` (checked with the lock held, first
     /// at once, then after each wake-up) and returns its value.
@@ -135,6 +144,14 @@ impl<T: Send> Monitor<T> for PlMonitor<T> {
     fn with_notify<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let r = f(&mut self.value.lock());
         self.cond.notify_all();
+        r
+    }
+
+    fn with_notify_if<R>(&self, f: impl FnOnce(&mut T) -> (R, bool)) -> R {
+        let (r, notify) = f(&mut self.value.lock());
+        if notify {
+            self.cond.notify_all();
+        }
         r
     }
 

@@ -10,6 +10,11 @@
 //! BQL and serving the back-end channel: `backend_read` →
 //! `vhost_backend_handle_iotlb_msg` → `vhost_device_iotlb_miss`, replying on
 //! the back-end channel when the back-end set NEED_REPLY, under the BQL.
+//! Under [`LockPolicy::ReplyQueue`] the BQL is the lendable token of
+//! [`crate::reply_queue`]: the handler borrows it from a holder that is
+//! waiting for a reply (device start waiting for an update's ack), and the
+//! miss's update goes out without NEED_REPLY, so the back-end channel is
+//! answered without waiting on the main socket.
 //!
 //! Leaves out: the fault thread itself (no socket traffic; its join is a
 //! no-op), QEMU's poll: the main loop reads the back-end channel message
@@ -21,7 +26,7 @@
 
 use crate::frontend::{Frontend, FrontendError};
 use crate::scenario::{LockPolicy, ThreadRole};
-use crate::sync::{with_lock_if, Monitor, SyncFamily};
+use crate::sync::{Monitor, SyncFamily};
 use crate::transport::{read_all, Transport};
 use crate::wire::{self, BackendRequest, Header, IotlbMsg, IotlbType, HEADER_SIZE};
 
@@ -42,7 +47,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     /// the BQL if the scenario says so.
     pub fn device_start_thread(&self) -> ThreadResult {
         let role = ThreadRole::DeviceStart;
-        with_lock_if::<F, _>(&self.bql, self.scenario.device_start_holds_bql, || {
+        self.with_bql(role, self.scenario.device_start_holds_bql, || {
             self.vhost_dev_start(role, self.scenario.virtqueues)
         })
     }
@@ -51,7 +56,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     pub fn postcopy_listen_thread(&self) -> ThreadResult {
         let role = ThreadRole::PostcopyListen;
         let policy = self.variant.policy;
-        with_lock_if::<F, _>(&self.bql, policy.listen_cleanup_under_bql(), || {
+        self.with_bql(role, policy.listen_cleanup_under_bql(), || {
             join_fault_thread();
             if policy == LockPolicy::Qemu102 {
                 // migration_incoming_postcopy_cleanup as a bottom half.
@@ -93,7 +98,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             }
             misses_left -= 1;
             let msg = self.backend_channel_read()?;
-            let r = self.bql.with(|_| self.backend_read(role, msg));
+            let r = self.with_bql_borrowed(role, || self.backend_read(role, msg));
             result = result.and(r);
         }
         result
@@ -145,9 +150,14 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     }
 
     /// `vhost_backend_handle_iotlb_msg`: a miss makes
-    /// `vhost_device_iotlb_miss`; other types are not expected from a back-end.
+    /// `vhost_device_iotlb_miss` (under reply-queue, its update without
+    /// NEED_REPLY); other types are not expected from a back-end.
     pub fn vhost_backend_handle_iotlb_msg(&self, role: ThreadRole, m: &IotlbMsg) -> ThreadResult {
         match m.kind {
+            // Reply-queue, rule 4: answered without waiting on the main socket.
+            IotlbType::Miss if self.variant.policy.reply_queue() => {
+                self.vhost_device_iotlb_miss_without_reply(role, m.iova)
+            }
             IotlbType::Miss => self.vhost_device_iotlb_miss(role, m.iova),
             _ => Err(FrontendError::Protocol("Unexpected IOTLB message type")),
         }
@@ -156,3 +166,47 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
 
 /// `postcopy_ram_incoming_cleanup` joins the fault thread: no socket traffic.
 fn join_fault_thread() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::over_socketpair;
+    use crate::scenario::{Scenario, Variant};
+    use crate::sync::{Join, ParkingLot};
+    use std::sync::Arc;
+
+    /// Reply-queue over a real socketpair, misses with NEED_REPLY: device
+    /// start takes the BQL *before* the main loop starts, so the main loop
+    /// can only answer the back-end's miss (which the back-end sends before
+    /// it reads device start's first update) by borrowing the BQL from
+    /// device start while device start waits for its reply. Device start
+    /// completes with every update acknowledged, the loan is counted, and
+    /// nothing is logged.
+    #[test]
+    fn reply_queue_device_start_holding_the_bql_lends_it_to_the_miss_handler() {
+        let scenario = Scenario {
+            miss_need_reply: true,
+            backend_misses: 2,
+            postcopy_end: false,
+            ..Scenario::default()
+        };
+        let (fe, backend) =
+            over_socketpair(Variant::new(LockPolicy::ReplyQueue), &scenario).expect("handshake");
+        let fe = Arc::new(fe);
+        let started = fe.with_bql(ThreadRole::DeviceStart, true, || {
+            let main_loop = {
+                let fe = Arc::clone(&fe);
+                ParkingLot::spawn("main loop", move || fe.main_loop_thread())
+            };
+            let r = fe.vhost_dev_start(ThreadRole::DeviceStart, scenario.virtqueues);
+            (r, main_loop)
+        });
+        let (r, main_loop) = started;
+        assert!(r.is_ok(), "device start: {r:?}");
+        assert!(Join::join(main_loop).expect("no panic").is_ok());
+        assert!(fe.bql_loans() >= 1, "the main loop borrowed the BQL");
+        assert!(fe.record().rendered().is_empty(), "{:?}", fe.record().rendered());
+        fe.shutdown();
+        assert!(matches!(backend.join(), Ok(Ok(()))));
+    }
+}
