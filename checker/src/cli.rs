@@ -240,11 +240,13 @@ impl CheckArgs {
 fn too_large(v: &Verdict) -> anyhow::Error {
     anyhow::anyhow!(
         "scenario too large: {} stopped at the state bound ({} states generated, {} unique; \
-         --max-states {} keeps a search under {}); use fewer virtqueues or misses, or raise --max-states",
+         --max-states {}, the default of {} keeps a search under {}); use fewer virtqueues or \
+         misses, or raise --max-states",
         v.variant,
         v.generated_states,
         v.unique_states,
         v.max_states.unwrap_or(0),
+        verdict::DEFAULT_MAX_STATES,
         verdict::MEMORY_BUDGET
     )
 }

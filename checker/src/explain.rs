@@ -214,10 +214,11 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         results.iter().filter(|e| !e.decided()).map(|e| e.variant.to_string()).collect();
     if !undecided.is_empty() {
         bail!(
-            "search too large: {} stopped at the state bound (--max-states {} keeps a search under {}); \
-             lower --max-virtqueues or --max-misses, or raise --max-states",
+            "search too large: {} stopped at the state bound (--max-states {}, the default of {} \
+             keeps a search under {}); lower --max-virtqueues or --max-misses, or raise --max-states",
             undecided.join(", "),
             limits.max_nodes,
+            model::verdict::DEFAULT_MAX_STATES,
             MEMORY_BUDGET
         );
     }
