@@ -11,29 +11,5 @@ mod explain;
 mod model;
 mod replay_reference;
 
-/// Every file in `tests/` is compiled into a test binary: a module of this
-/// one, or its own `[[test]]` target in `Cargo.toml`. `autotests` is off
-/// (so that the files above link once, not once each), so a file in neither
-/// place would be skipped without a word; this test names it.
-#[test]
-fn every_file_in_tests_is_in_a_test_binary() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = std::fs::read_to_string(dir.join("tests/integration.rs")).expect("this file");
-    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(dir.join("tests")).expect("tests/") {
-        let name = entry.expect("a directory entry").file_name().into_string().expect("utf-8");
-        let module = name.strip_suffix(".rs").unwrap_or(&name);
-        if name == "integration.rs" {
-            continue;
-        }
-        let declared = root.lines().any(|l| l == format!("mod {module};"));
-        let own_target = manifest.contains(&format!("path = \"tests/{name}\""));
-        assert!(
-            declared || own_target,
-            "tests/{name} is in no test binary: add `mod {module};` to tests/integration.rs"
-        );
-        seen += 1;
-    }
-    assert!(seen > 1, "tests/ has the files this binary declares");
-}
+// That every file in tests/ is in a test binary is checked for every
+// crate of the workspace in one place: checker/tests/integration.rs.
