@@ -436,15 +436,12 @@ fn map_regions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::{guest_ram_region, GUEST_RAM_SIZE, GUEST_RAM_UADDR};
+    use crate::frontend::{guest_ram_region, GUEST_RAM_UADDR};
     use std::os::unix::fs::FileExt;
 
+    /// Guest RAM as the front-end shares it (the harness's memfd).
     fn memfd() -> File {
-        let fd =
-            nix::sys::memfd::memfd_create(c"ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        let f = File::from(fd);
-        f.set_len(GUEST_RAM_SIZE).unwrap();
-        f
+        File::from(crate::harness::guest_ram_memfd().unwrap())
     }
 
     #[test]

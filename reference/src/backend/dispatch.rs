@@ -614,19 +614,16 @@ fn describe(h: &Header, payload: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::backend::{trace, BACKEND_FEATURES};
-    use crate::frontend::{guest_ram_region, Frontend, GUEST_RAM_SIZE};
+    use crate::frontend::{guest_ram_region, Frontend};
     use crate::scenario::Scenario;
     use crate::scenario::{LockPolicy, ThreadRole, Variant};
     use crate::sync::ParkingLot;
     use crate::wire::PROTOCOL_F_REPLY_ACK;
     use std::fs::File;
 
+    /// Guest RAM as the front-end shares it (the harness's memfd).
     fn memfd() -> File {
-        let fd =
-            nix::sys::memfd::memfd_create(c"ram", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        let f = File::from(fd);
-        f.set_len(GUEST_RAM_SIZE).unwrap();
-        f
+        File::from(crate::harness::guest_ram_memfd().unwrap())
     }
 
     #[test]
