@@ -6,9 +6,9 @@
 //! a time, whole replies).
 //!
 //! Bounds (all in `proofs/src/lib.rs`): random scheduler,
-//! `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules from `SHUTTLE_SEED`; PCT,
-//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules of depth `SHUTTLE_PCT_DEPTH`
-//! (3) from the same seed. None may show a swapped, misframed or
+//! `SHUTTLE_RANDOM_ITERATIONS` schedules from `SHUTTLE_SEED`; PCT,
+//! `SHUTTLE_PCT_ITERATIONS` schedules of depth `SHUTTLE_PCT_DEPTH`
+//! from the same seed. None may show a swapped, misframed or
 //! misdelivered reply, a logged line, a failed thread or a deadlock.
 //!
 //! Leaves out: fail-start; misses with NEED_REPLY and short reads together

@@ -10,10 +10,10 @@
 //! (`shuttle_mutex_miss_need_reply_deadlocks` below).
 //!
 //! Bounds (all in `proofs/src/lib.rs`): random scheduler,
-//! `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules, and PCT,
-//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules of depth `SHUTTLE_PCT_DEPTH`
-//! (3), from `SHUTTLE_SEED`, for each scenario; and the first scenario
-//! `STD_ITERATIONS` (200) times on real threads. None may show a swapped,
+//! `SHUTTLE_RANDOM_ITERATIONS` schedules, and PCT,
+//! `SHUTTLE_PCT_ITERATIONS` schedules of depth `SHUTTLE_PCT_DEPTH`
+//!, from `SHUTTLE_SEED`, for each scenario; and the first scenario
+//! `STD_ITERATIONS` times on real threads. None may show a swapped,
 //! misframed or misdelivered reply, a logged line, a failed thread or a
 //! deadlock.
 //!
