@@ -1,6 +1,6 @@
-//! shuttle, request/reply mutex (`LockPolicy::Mutex`), scenario
-//! `all_threads`: device start sends 4 IOTLB updates (under the BQL), the
-//! listen thread sends POSTCOPY_END and the main loop answers 3 back-end
+//! shuttle, request/reply mutex (`LockPolicy::Mutex`), scenario `all_threads`:
+//! device start sends one IOTLB update per virtqueue (under the BQL), the
+//! listen thread sends POSTCOPY_END and the main loop answers the back-end's
 //! misses (under the BQL), against the back-end thread: beyond loom's reach.
 //!
 //! Bounds (all in `proofs/src/lib.rs`): shuttle's random scheduler,

@@ -1,7 +1,7 @@
 //! shuttle, no lock (`LockPolicy::Qemu91`, QEMU up to 9.1), scenario
-//! `all_threads`: 4 IOTLB updates from device start, POSTCOPY_END from the
-//! listen thread, 3 back-end misses answered by the main loop, nothing
-//! serialising the reply reads.
+//! `all_threads`: an IOTLB update per virtqueue from device start, POSTCOPY_END
+//! from the listen thread, the back-end's misses answered by the main loop,
+//! nothing serialising the reply reads.
 //!
 //! Bounds (all in `proofs/src/lib.rs`): the random scheduler from
 //! `SHUTTLE_SEED`, at most `SHUTTLE_RANDOM_ITERATIONS` schedules, and

@@ -1,8 +1,8 @@
 //! shuttle, reply-queue (`LockPolicy::ReplyQueue`), scenario `all_threads`:
-//! device start sends 4 IOTLB updates (holding the BQL), the listen thread
-//! sends POSTCOPY_END and the main loop answers 3 back-end misses without
-//! NEED_REPLY, all through the per-connection FIFO (the misses' updates
-//! without NEED_REPLY, outside it), against the back-end thread.
+//! device start sends one IOTLB update per virtqueue (holding the BQL), the
+//! listen thread sends POSTCOPY_END and the main loop answers the back-end's
+//! misses without NEED_REPLY, all through the per-connection FIFO (the misses'
+//! updates without NEED_REPLY, outside it), against the back-end thread.
 //!
 //! Bounds (all in `proofs/src/lib.rs`): shuttle's random scheduler,
 //! `SHUTTLE_RANDOM_ITERATIONS` schedules from `SHUTTLE_SEED`; PCT,

@@ -1,12 +1,12 @@
 //! shuttle, reply-queue (`LockPolicy::ReplyQueue`), scenarios
 //! `all_threads_miss_need_reply` and `all_threads_miss_need_reply_short_reads`:
-//! `all_threads` (4 IOTLB updates from device start holding the BQL,
-//! POSTCOPY_END, 3 back-end misses) with every miss sent with NEED_REPLY:
+//! `all_threads` (the IOTLB updates from device start holding the BQL,
+//! POSTCOPY_END, the back-end's misses) with every miss sent with NEED_REPLY:
 //! the back-end reads nothing on the main socket until the main loop has
 //! answered the miss on the back-end channel. The main loop borrows the BQL
-//! from device start while device start waits for a reply, and answers the
-//! miss with an update without NEED_REPLY; so every thread finishes.
-//! The request/reply mutex deadlocks here
+//! from device start while device start waits for a reply, and answers the miss
+//! with an update without NEED_REPLY; so every thread finishes. The
+//! request/reply mutex deadlocks here
 //! (`shuttle_mutex_miss_need_reply_deadlocks` below).
 //!
 //! Bounds (all in `proofs/src/lib.rs`): random scheduler,
