@@ -27,14 +27,18 @@
 /// `$monitor` and join handle `$join`.
 macro_rules! sync_family {
     ($krate:ident, $family:ident, $monitor:ident, $join:ident) => {
-        #[doc = concat!("`", stringify!($krate), "`'s primitives as a [`SyncFamily`](reference::sync::SyncFamily).")]
+        /// The `expect` of a lock or wait: a failed check is the only panic
+        /// with a lock held, and it ends the run.
+        const NEVER_POISONED: &str =
+            concat!("a ", stringify!($krate), " mutex is never poisoned here");
+
+        #[doc = concat!("`", stringify!($krate), "`'s primitives as a")]
+        #[doc = "[`SyncFamily`](reference::sync::SyncFamily)."]
         #[derive(Debug, Clone, Copy, Default)]
         pub struct $family;
 
-        #[doc = concat!(
-            "[`", stringify!($family), "`]'s monitor: a ", stringify!($krate),
-            " mutex and its condition variable."
-        )]
+        #[doc = concat!("[`", stringify!($family), "`]'s monitor: a ", stringify!($krate))]
+        #[doc = "mutex and its condition variable."]
         #[derive(Debug)]
         pub struct $monitor<T> {
             value: $krate::sync::Mutex<T>,
@@ -50,7 +54,7 @@ macro_rules! sync_family {
             }
 
             fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-                f(&mut self.value.lock().expect(concat!("a ", stringify!($krate), " mutex is never poisoned here")))
+                f(&mut self.value.lock().expect(NEVER_POISONED))
             }
 
             fn with_notify<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
@@ -68,12 +72,12 @@ macro_rules! sync_family {
             }
 
             fn wait_until<R>(&self, mut ready: impl FnMut(&mut T) -> Option<R>) -> R {
-                let mut guard = self.value.lock().expect(concat!("a ", stringify!($krate), " mutex is never poisoned here"));
+                let mut guard = self.value.lock().expect(NEVER_POISONED);
                 loop {
                     if let Some(r) = ready(&mut guard) {
                         return r;
                     }
-                    guard = self.cond.wait(guard).expect(concat!("a ", stringify!($krate), " mutex is never poisoned here"));
+                    guard = self.cond.wait(guard).expect(NEVER_POISONED);
                 }
             }
         }
