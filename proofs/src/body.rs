@@ -240,41 +240,56 @@ pub fn std_check(variant: Variant, scenario: Scenario, iterations: usize) {
     }
 }
 
-/// The body under loom: every interleaving within
-/// [`crate::LOOM_PREEMPTION_BOUND`] preemptions. Returns the number of
-/// executions loom ran.
-pub fn loom_check(variant: Variant, scenario: Scenario) -> usize {
+/// What one loom check explored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoomRun {
+    /// Executions (interleavings) loom ran.
+    pub executions: usize,
+    /// The preemption bound they were explored within.
+    pub preemption_bound: usize,
+}
+
+impl fmt::Display for LoomRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} executions (preemption bound {})", self.executions, self.preemption_bound)
+    }
+}
+
+/// The body under loom: every interleaving within the preemption bound
+/// (`LOOM_MAX_PREEMPTIONS`, else [`crate::LOOM_PREEMPTION_BOUND`]).
+pub fn loom_check(variant: Variant, scenario: Scenario) -> LoomRun {
     loom_check_observed(variant, scenario, |_| {})
 }
 
 /// [`loom_check`], calling `observe` with the outcome of every execution
-/// (each one passed the check). Returns the number of executions.
+/// (each one passed the check).
 pub fn loom_check_observed(
     variant: Variant,
     scenario: Scenario,
     observe: impl Fn(&Outcome) + Send + Sync + 'static,
-) -> usize {
+) -> LoomRun {
     loom_check_bounded(variant, scenario, crate::LOOM_PREEMPTION_BOUND, observe)
 }
 
-/// [`loom_check_observed`] with `preemption_bound` instead of
-/// [`crate::LOOM_PREEMPTION_BOUND`] (for a test whose space at the default
-/// bound takes minutes; such a test says so).
+/// [`loom_check_observed`] with `default_bound` instead of
+/// [`crate::LOOM_PREEMPTION_BOUND`] as the bound used when
+/// `LOOM_MAX_PREEMPTIONS` is not set (for a test whose space at the crate's
+/// default takes minutes; such a test says so).
 pub fn loom_check_bounded(
     variant: Variant,
     scenario: Scenario,
-    preemption_bound: usize,
+    default_bound: usize,
     observe: impl Fn(&Outcome) + Send + Sync + 'static,
-) -> usize {
+) -> LoomRun {
     let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(preemption_bound);
+    let preemption_bound = *builder.preemption_bound.get_or_insert(default_bound);
     builder.check(move || {
         counter.fetch_add(1, Ordering::Relaxed);
         observe(&check_scenario_outcome::<Loom>(variant, &scenario));
     });
-    executions.load(Ordering::Relaxed)
+    LoomRun { executions: executions.load(Ordering::Relaxed), preemption_bound }
 }
 
 /// Where shuttle writes the failing schedules [`expect_replayable_shuttle_violation`]

@@ -1,9 +1,9 @@
 //! loom, no lock (`LockPolicy::Qemu91`, QEMU up to 9.1), scenario
 //! `start_postcopy`: device start's IOTLB update and the listen thread's
 //! POSTCOPY_END share the socket with nothing serialising their reply reads.
-//! Within `LOOM_PREEMPTION_BOUND` (2) preemptions loom must find an
-//! interleaving that fails the check, and the failure must be the race
-//! itself (replies swapped, a header misframed or a reply misdelivered),
+//! Within `LOOM_PREEMPTION_BOUND` (or `LOOM_MAX_PREEMPTIONS`) preemptions loom
+//! must find an interleaving that fails the check, and the failure must be the
+//! race itself (replies swapped, a header misframed or a reply misdelivered),
 //! not a deadlock or any other panic.
 //!
 //! Leaves out: which interleaving loom meets first (it depends on loom's

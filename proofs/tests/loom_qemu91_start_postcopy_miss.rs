@@ -1,10 +1,10 @@
-//! loom, no lock (`LockPolicy::Qemu91`), scenario `start_postcopy_miss`:
-//! device start's IOTLB update, the listen thread's POSTCOPY_END and the
-//! main loop's answer to a back-end miss share the socket (5 threads, loom's
-//! maximum). Within `LOOM_PREEMPTION_BOUND` (2) preemptions loom must find a
-//! failing interleaving, and the failure must be the race itself (replies
-//! swapped, a header misframed or a reply misdelivered), not a deadlock or
-//! any other panic.
+//! loom, no lock (`LockPolicy::Qemu91`), scenario `start_postcopy_miss`: device
+//! start's IOTLB update, the listen thread's POSTCOPY_END and the main loop's
+//! answer to a back-end miss share the socket (5 threads, loom's maximum).
+//! Within `LOOM_PREEMPTION_BOUND` (or `LOOM_MAX_PREEMPTIONS`) preemptions loom
+//! must find a failing interleaving, and the failure must be the race itself
+//! (replies swapped, a header misframed or a reply misdelivered), not a
+//! deadlock or any other panic.
 //!
 //! Leaves out: which interleaving loom meets first; the kind is pinned, not
 //! the trace. Device start and the main loop both hold the BQL here, so the

@@ -1,11 +1,11 @@
 //! loom, reply-queue (`LockPolicy::ReplyQueue`), scenario `start_postcopy`:
 //! device start sends 1 IOTLB update (holding the BQL) while the postcopy
-//! listen thread sends POSTCOPY_END, both through the per-connection FIFO
-//! with no lock held across a round trip, against the back-end thread. loom
-//! explores every interleaving with at most `LOOM_PREEMPTION_BOUND` (2)
-//! preemptions and finds no swapped, misframed or misdelivered reply, no
-//! logged line, no failed thread and no deadlock: whichever thread reads,
-//! each reply reaches the request it answers.
+//! listen thread sends POSTCOPY_END, both through the per-connection FIFO with
+//! no lock held across a round trip, against the back-end thread. loom explores
+//! every interleaving with at most `LOOM_PREEMPTION_BOUND` (or
+//! `LOOM_MAX_PREEMPTIONS`) preemptions and finds no swapped, misframed or
+//! misdelivered reply, no logged line, no failed thread and no deadlock:
+//! whichever thread reads, each reply reaches the request it answers.
 //!
 //! Leaves out: the main loop (see `loom_reply_queue_start_postcopy_miss.rs`)
 //! and fail-start.
@@ -16,6 +16,6 @@ use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_reply_queue_start_postcopy_has_no_misdelivered_reply() {
-    let executions = loom_check(Variant::new(LockPolicy::ReplyQueue), start_postcopy());
-    eprintln!("loom explored {executions} executions");
+    let run = loom_check(Variant::new(LockPolicy::ReplyQueue), start_postcopy());
+    eprintln!("loom explored {run}");
 }

@@ -1,15 +1,15 @@
 //! loom, reply-queue (`LockPolicy::ReplyQueue`), scenario
-//! `start_postcopy_miss_need_reply`: as `start_postcopy_miss`, but the
-//! back-end sends its miss with NEED_REPLY and reads nothing on the main
-//! socket until the main loop has answered it on the back-end channel, while
-//! device start holds the BQL and waits for its update's reply: the scenario
-//! in which the mutex deadlocks (`loom_mutex_start_postcopy_miss_need_reply.rs`).
-//! loom explores every interleaving with at most `LOOM_PREEMPTION_BOUND` (2)
-//! preemptions and finds no swapped, misframed or misdelivered reply, no
-//! logged line, no failed thread and no deadlock; and in at least one of
-//! them the main loop borrowed the BQL from device start while device start
-//! was waiting for its reply (rule 3 was exercised, not only the paths in
-//! which the main loop took the BQL before device start).
+//! `start_postcopy_miss_need_reply`: as `start_postcopy_miss`, but the back-end
+//! sends its miss with NEED_REPLY and reads nothing on the main socket until
+//! the main loop has answered it on the back-end channel, while device start
+//! holds the BQL and waits for its update's reply: the scenario in which the
+//! mutex deadlocks (`loom_mutex_start_postcopy_miss_need_reply.rs`). loom
+//! explores every interleaving with at most `LOOM_PREEMPTION_BOUND` (or
+//! `LOOM_MAX_PREEMPTIONS`) preemptions and finds no swapped, misframed or
+//! misdelivered reply, no logged line, no failed thread and no deadlock; and in
+//! at least one of them the main loop borrowed the BQL from device start while
+//! device start was waiting for its reply (rule 3 was exercised, not only the
+//! paths in which the main loop took the BQL before device start).
 //!
 //! Leaves out: fail-start.
 
@@ -24,7 +24,7 @@ use reference::scenario::{LockPolicy, Variant};
 fn loom_reply_queue_start_postcopy_miss_need_reply_completes_and_lends_the_bql() {
     let lent = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&lent);
-    let executions = loom_check_observed(
+    let run = loom_check_observed(
         Variant::new(LockPolicy::ReplyQueue),
         start_postcopy_miss_need_reply(),
         move |o| {
@@ -32,6 +32,6 @@ fn loom_reply_queue_start_postcopy_miss_need_reply_completes_and_lends_the_bql()
         },
     );
     let lent = lent.load(Ordering::Relaxed);
-    eprintln!("loom explored {executions} executions, {lent} with the BQL lent");
+    eprintln!("loom explored {run}, {lent} with the BQL lent");
     assert!(lent > 0, "no execution had the main loop borrow the BQL from device start");
 }

@@ -1,12 +1,12 @@
-//! shuttle, request/reply mutex (`LockPolicy::Mutex`), scenario
-//! `all_threads`: device start sends 4 IOTLB updates (under the BQL), the
-//! listen thread sends POSTCOPY_END and the main loop answers 3 back-end
+//! shuttle, request/reply mutex (`LockPolicy::Mutex`), scenario `all_threads`:
+//! device start sends one IOTLB update per virtqueue (under the BQL), the
+//! listen thread sends POSTCOPY_END and the main loop answers the back-end's
 //! misses (under the BQL), against the back-end thread: beyond loom's reach.
 //!
 //! Bounds (all in `proofs/src/lib.rs`): shuttle's random scheduler,
-//! `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules from `SHUTTLE_SEED`; PCT,
-//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules of depth `SHUTTLE_PCT_DEPTH`
-//! (3) from the same seed; and the same body `STD_ITERATIONS` (200) times on
+//! `SHUTTLE_RANDOM_ITERATIONS` schedules from `SHUTTLE_SEED`; PCT,
+//! `SHUTTLE_PCT_ITERATIONS` schedules of depth `SHUTTLE_PCT_DEPTH`
+//! from the same seed; and the same body `STD_ITERATIONS` times on
 //! real threads. None may show a swapped, misframed or misdelivered reply, a
 //! logged line, a failed thread or a deadlock.
 //!

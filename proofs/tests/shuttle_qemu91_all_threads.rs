@@ -1,12 +1,12 @@
 //! shuttle, no lock (`LockPolicy::Qemu91`, QEMU up to 9.1), scenario
-//! `all_threads`: 4 IOTLB updates from device start, POSTCOPY_END from the
-//! listen thread, 3 back-end misses answered by the main loop, nothing
-//! serialising the reply reads.
+//! `all_threads`: an IOTLB update per virtqueue from device start, POSTCOPY_END
+//! from the listen thread, the back-end's misses answered by the main loop,
+//! nothing serialising the reply reads.
 //!
 //! Bounds (all in `proofs/src/lib.rs`): the random scheduler from
-//! `SHUTTLE_SEED`, at most `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules, and
-//! PCT of depth `SHUTTLE_PCT_DEPTH` (3) from the same seed, at most
-//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules, must each fail, and with the
+//! `SHUTTLE_SEED`, at most `SHUTTLE_RANDOM_ITERATIONS` schedules, and
+//! PCT of depth `SHUTTLE_PCT_DEPTH` from the same seed, at most
+//! `SHUTTLE_PCT_ITERATIONS` schedules, must each fail, and with the
 //! race itself (swapped, misframed or misdelivered reply), not a deadlock or
 //! any other panic. Shuttle persists the failing schedule to a file
 //! (`proofs::body::schedule_dir`), read back and removed; replaying it with

@@ -1,13 +1,13 @@
 //! shuttle, reply-queue (`LockPolicy::ReplyQueue`), scenario `all_threads`:
-//! device start sends 4 IOTLB updates (holding the BQL), the listen thread
-//! sends POSTCOPY_END and the main loop answers 3 back-end misses without
-//! NEED_REPLY, all through the per-connection FIFO (the misses' updates
-//! without NEED_REPLY, outside it), against the back-end thread.
+//! device start sends one IOTLB update per virtqueue (holding the BQL), the
+//! listen thread sends POSTCOPY_END and the main loop answers the back-end's
+//! misses without NEED_REPLY, all through the per-connection FIFO (the misses'
+//! updates without NEED_REPLY, outside it), against the back-end thread.
 //!
 //! Bounds (all in `proofs/src/lib.rs`): shuttle's random scheduler,
-//! `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules from `SHUTTLE_SEED`; PCT,
-//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules of depth `SHUTTLE_PCT_DEPTH`
-//! (3) from the same seed; and the same body `STD_ITERATIONS` (200) times on
+//! `SHUTTLE_RANDOM_ITERATIONS` schedules from `SHUTTLE_SEED`; PCT,
+//! `SHUTTLE_PCT_ITERATIONS` schedules of depth `SHUTTLE_PCT_DEPTH`
+//! from the same seed; and the same body `STD_ITERATIONS` times on
 //! real threads. None may show a swapped, misframed or misdelivered reply, a
 //! logged line, a failed thread or a deadlock. Device start without the BQL
 //! (where every BQL placement of QEMU races) is checked the same way.

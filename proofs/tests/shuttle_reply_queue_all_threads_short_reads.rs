@@ -1,14 +1,14 @@
 //! shuttle, reply-queue (`LockPolicy::ReplyQueue`), scenario
-//! `all_threads_short_reads`: `all_threads` (4 IOTLB updates, POSTCOPY_END,
-//! 3 back-end misses) with every receive capped at 4 bytes, so that each
-//! reply read is several scheduling points and the reader can be preempted
-//! in the middle of a header: no other thread may read then (one reader at
-//! a time, whole replies).
+//! `all_threads_short_reads`: `all_threads` (the IOTLB updates, POSTCOPY_END,
+//! the back-end's misses) with short reads (every receive returns a few bytes,
+//! `Scenario::short_reads`), so that each reply read is several scheduling
+//! points and the reader can be preempted in the middle of a header: no other
+//! thread may read then (one reader at a time, whole replies).
 //!
 //! Bounds (all in `proofs/src/lib.rs`): random scheduler,
-//! `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules from `SHUTTLE_SEED`; PCT,
-//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules of depth `SHUTTLE_PCT_DEPTH`
-//! (3) from the same seed. None may show a swapped, misframed or
+//! `SHUTTLE_RANDOM_ITERATIONS` schedules from `SHUTTLE_SEED`; PCT,
+//! `SHUTTLE_PCT_ITERATIONS` schedules of depth `SHUTTLE_PCT_DEPTH`
+//! from the same seed. None may show a swapped, misframed or
 //! misdelivered reply, a logged line, a failed thread or a deadlock.
 //!
 //! Leaves out: fail-start; misses with NEED_REPLY and short reads together

@@ -1,19 +1,19 @@
 //! shuttle, reply-queue (`LockPolicy::ReplyQueue`), scenarios
 //! `all_threads_miss_need_reply` and `all_threads_miss_need_reply_short_reads`:
-//! `all_threads` (4 IOTLB updates from device start holding the BQL,
-//! POSTCOPY_END, 3 back-end misses) with every miss sent with NEED_REPLY:
+//! `all_threads` (the IOTLB updates from device start holding the BQL,
+//! POSTCOPY_END, the back-end's misses) with every miss sent with NEED_REPLY:
 //! the back-end reads nothing on the main socket until the main loop has
 //! answered the miss on the back-end channel. The main loop borrows the BQL
-//! from device start while device start waits for a reply, and answers the
-//! miss with an update without NEED_REPLY; so every thread finishes.
-//! The request/reply mutex deadlocks here
+//! from device start while device start waits for a reply, and answers the miss
+//! with an update without NEED_REPLY; so every thread finishes. The
+//! request/reply mutex deadlocks here
 //! (`shuttle_mutex_miss_need_reply_deadlocks` below).
 //!
 //! Bounds (all in `proofs/src/lib.rs`): random scheduler,
-//! `SHUTTLE_RANDOM_ITERATIONS` (20000) schedules, and PCT,
-//! `SHUTTLE_PCT_ITERATIONS` (20000) schedules of depth `SHUTTLE_PCT_DEPTH`
-//! (3), from `SHUTTLE_SEED`, for each scenario; and the first scenario
-//! `STD_ITERATIONS` (200) times on real threads. None may show a swapped,
+//! `SHUTTLE_RANDOM_ITERATIONS` schedules, and PCT,
+//! `SHUTTLE_PCT_ITERATIONS` schedules of depth `SHUTTLE_PCT_DEPTH`
+//!, from `SHUTTLE_SEED`, for each scenario; and the first scenario
+//! `STD_ITERATIONS` times on real threads. None may show a swapped,
 //! misframed or misdelivered reply, a logged line, a failed thread or a
 //! deadlock.
 //!

@@ -16,41 +16,10 @@
 //! recursive locking (QEMU's BQL is not taken recursively on these paths) and
 //! read-write locks.
 //!
-//! A loom family, as the `proofs` crate writes it (shuttle's is the same
-//! with `shuttle::sync` and `shuttle::thread`):
-//!
-//! ```ignore
-//! struct Loom;
-//! struct LoomMonitor<T> { v: loom::sync::Mutex<T>, c: loom::sync::Condvar }
-//! impl<T: Send> Monitor<T> for LoomMonitor<T> {
-//!     fn new(value: T) -> Self { LoomMonitor { v: Mutex::new(value), c: Condvar::new() } }
-//!     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R { f(&mut self.v.lock().unwrap()) }
-//!     fn with_notify<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-//!         let r = f(&mut self.v.lock().unwrap());
-//!         self.c.notify_all();
-//!         r
-//!     }
-//!     fn wait_until<R>(&self, mut ready: impl FnMut(&mut T) -> Option<R>) -> R {
-//!         let mut g = self.v.lock().unwrap();
-//!         loop {
-//!             if let Some(r) = ready(&mut g) { return r; }
-//!             g = self.c.wait(g).unwrap();
-//!         }
-//!     }
-//! }
-//! struct LoomJoin<R>(loom::thread::JoinHandle<R>);
-//! impl<R> Join<R> for LoomJoin<R> {
-//!     fn join(self) -> Result<R, Panicked> { self.0.join().map_err(|_| Panicked) }
-//! }
-//! impl SyncFamily for Loom {
-//!     type Monitor<T: Send + 'static> = LoomMonitor<T>;
-//!     type JoinHandle<R: Send + 'static> = LoomJoin<R>;
-//!     fn spawn<R: Send + 'static>(_: &str, f: impl FnOnce() -> R + Send + 'static) -> LoomJoin<R> {
-//!         LoomJoin(loom::thread::spawn(f))
-//!     }
-//!     fn yield_now() { loom::thread::yield_now() }
-//! }
-//! ```
+//! The loom and shuttle families are written once, by the `sync_family!`
+//! macro in `proofs/src/family.rs`, on the `sync` and `thread` modules of
+//! each checker (they mirror std's): a mutex with its condition variable per
+//! monitor, overriding [`Monitor::with_notify_if`] as [`ParkingLot`] does.
 //!
 //! Loom cost: [`Monitor::with`] is one lock acquisition, [`Monitor::with_notify`]
 //! one acquisition and one notify, [`Monitor::with_notify_if`] one
