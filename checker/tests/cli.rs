@@ -208,3 +208,29 @@ fn the_deadlock_column_says_what_its_tick_means() {
     ]);
     assert!(stdout(&o).contains("\"no deadlock\" fails"), "{}", stderr(&o));
 }
+
+/// `scenarios` checks every flag combination: the reply queue is safe on
+/// all 40, the mutex hangs exactly where a miss asks for a reply, and the
+/// text table names the variant that is safe everywhere.
+#[test]
+fn scenarios_finds_the_reply_queue_safe_and_the_mutex_hanging_on_need_reply_misses() {
+    let o = vhost_race(&["scenarios", "--variant", "reply-queue", "--variant", "mutex", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 40);
+    for row in rows {
+        let flags: Vec<&str> =
+            row["flags"]["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        let cells = row["cells"].as_array().unwrap();
+        assert_eq!(cells[0]["variant"], "reply-queue");
+        assert_eq!(cells[0]["outcome"]["races"], false, "{flags:?}");
+        assert_eq!(cells[0]["outcome"]["hangs"], false, "{flags:?}");
+        assert_eq!(cells[1]["variant"], "mutex");
+        assert_eq!(cells[1]["outcome"]["races"], false, "{flags:?}");
+        let need_reply = flags.contains(&"--miss-need-reply");
+        assert_eq!(cells[1]["outcome"]["hangs"], need_reply, "{flags:?}");
+    }
+    let text = vhost_race(&["scenarios", "--variant", "reply-queue", "--variant", "mutex"]);
+    assert!(stdout(&text).contains("Safe on every scenario: reply-queue."), "{}", stdout(&text));
+}
