@@ -40,10 +40,7 @@ use reference::harness::{over_socketpair, BackendThread, SocketFrontend};
 use reference::scenario::{LockPolicy, Scenario, ThreadRole, Variant};
 use reference::sync::{with_lock_if, Lock, Monitor, ParkingLot};
 use reference::transport::UnixTransport;
-use reference::wire::{
-    Request, ACK_REPLY_SIZE, HEADER_SIZE, IOTLB_PAYLOAD_SIZE, PROTOCOL_F_BACKEND_REQ,
-    PROTOCOL_F_PAGEFAULT, PROTOCOL_F_REPLY_ACK,
-};
+use reference::wire::{ProtocolFeatures, Request, ACK_REPLY_SIZE, HEADER_SIZE, IOTLB_PAYLOAD_SIZE};
 use stateright::Checker;
 use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
 use vhost::vhost_user::VhostUserFrontend;
@@ -470,7 +467,7 @@ impl ReferencePeer {
         let role = ThreadRole::MainLoop;
         fe.vhost_user_get_features(role)?;
         let offered = fe.vhost_user_get_u64(role, Request::GetProtocolFeatures)?;
-        let wanted = PROTOCOL_F_REPLY_ACK | PROTOCOL_F_BACKEND_REQ | PROTOCOL_F_PAGEFAULT;
+        let wanted = ProtocolFeatures::IOMMU_POSTCOPY.bits();
         fe.vhost_user_set_u64(role, Request::SetProtocolFeatures, offered & wanted, false)?;
         Ok(ReferencePeer { frontend: fe, backend: Some(backend) })
     }
