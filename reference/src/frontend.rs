@@ -19,8 +19,11 @@
 //! not QEMU's) every request goes through a short write lock (held for the
 //! send only) and, if it wants a reply, the per-connection FIFO of
 //! [`crate::reply_queue`]: the
-//! waiter that finds nobody reading reads one whole reply with the same
-//! `vhost_user_read` checks and log lines and hands it to the FIFO's head;
+//! waiter that finds nobody reading reads the head's whole reply (one
+//! `recv` of whatever is there into the connection's buffer) with the same
+//! `vhost_user_read` checks and log lines, hands it to the FIFO's head, and
+//! hands on, in order and with the same checks, every further reply already
+//! whole in the buffer;
 //! the BQL is then a token in the same monitor, lent by a holder while it
 //! waits ([`Frontend::with_bql`], [`Frontend::with_bql_borrowed`]); and the
 //! back-end channel's miss is answered by
@@ -39,7 +42,7 @@ use std::sync::Arc;
 
 use crate::qemu_log::QemuError;
 use crate::record::{Delivery, Record};
-use crate::reply_queue::{BqlGrant, RawReply, ReplyQueue, Step};
+use crate::reply_queue::{BqlGrant, RawReply, ReplyBuffer, ReplyQueue, Step, Turn};
 use crate::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 use crate::sync::{with_lock_if, Lock, Monitor, SyncFamily};
 use crate::transport::{read_all, Transport, TransportError};
@@ -424,12 +427,13 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     }
 
     /// Reply-queue, rules 2 and 3: waits for `ticket`'s reply, starting
-    /// with `step`. As the reader, this thread reads one whole reply
-    /// (`vhost_user_read`, logging as this thread) for the FIFO's head,
-    /// hands it over, and reads on until its own reply has come. A BQL
-    /// holder lends the BQL for the whole wait (reading included: the read
-    /// blocks outside the monitor, so the handler can borrow meanwhile) and
-    /// returns only once it is back.
+    /// with `step`. As the reader, this thread reads the whole reply of the
+    /// FIFO's head and every further whole reply already received
+    /// ([`Frontend::rq_read_turn`], logging as this thread), hands them over
+    /// in order, and reads on until its own reply has come. A BQL holder
+    /// lends the BQL for the whole wait (reading included: the read blocks
+    /// outside the monitor, so the handler can borrow meanwhile) and returns
+    /// only once it is back.
     fn rq_await(
         &self,
         role: ThreadRole,
@@ -443,9 +447,10 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         loop {
             match step.take() {
                 Some(Step::Done(reply)) => return reply,
-                Some(Step::Read(head)) => {
-                    let reply = self.vhost_user_read(role, head.request);
-                    let (next, wake) = self.reply_queue.with(|q| q.hand(role, ticket, reply));
+                Some(Step::Read(mut turn)) => {
+                    let replies = self.rq_read_turn(role, &mut turn);
+                    let (next, wake) =
+                        self.reply_queue.with(|q| q.hand(role, ticket, replies, turn.buffer));
                     signal::<F>(wake);
                     step = next;
                     registered = false;
@@ -459,6 +464,84 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
                 }
             }
         }
+    }
+
+    /// Reply-queue, rule 2: one reader's turn. Reads the head's whole reply
+    /// with `vhost_user_read`'s checks and log lines (receiving into the
+    /// connection's buffer, one `recv` of whatever is there, until the reply
+    /// is whole or the stream ends), then frames, with the same checks,
+    /// every further reply that is already whole in the buffer, up to the
+    /// turn's pending count; stops after a failed reply. A partial reply
+    /// stays in the buffer.
+    fn rq_read_turn(&self, role: ThreadRole, turn: &mut Turn) -> Vec<RawReply> {
+        let mut replies = Vec::new();
+        while replies.len() < turn.pending {
+            let first = replies.is_empty();
+            if !first && !whole_message(turn.buffer.available()) {
+                break;
+            }
+            let reply = self.rq_frame_reply(role, turn.head.request, &mut turn.buffer);
+            let failed = reply.is_err();
+            replies.push(reply);
+            if failed {
+                break;
+            }
+        }
+        replies
+    }
+
+    /// `vhost_user_read` on the reply-queue's buffer: the header (logging
+    /// `Read %d instead of 12` if the stream ends or fails first, `Flags 0x%x
+    /// instead of 0x5.` without framing the payload), the size check, then
+    /// the payload (`Read %d instead of %d`). `request` is the request whose
+    /// reply is read first (for the messages only: later replies of a turn
+    /// are whole in the buffer, so only their flags and size can fail).
+    fn rq_frame_reply(&self, role: ThreadRole, request: u32, buf: &mut ReplyBuffer) -> RawReply {
+        if let Err(read) = self.rq_fill(buf, HEADER_SIZE) {
+            let e = QemuError::ReadHeaderShort { read, request };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), None));
+        }
+        let b: &[u8; HEADER_SIZE] = buf.available()[..HEADER_SIZE].try_into().expect("12 bytes");
+        let h = Header::from_bytes(b);
+        if let Err(WireError::BadFlags { got, .. }) = h.validate_reply_flags() {
+            let e = QemuError::ReadHeaderFlags { flags: got };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        if let Err(WireError::PayloadTooLarge(size)) = h.validate_size() {
+            let e = QemuError::ReadHeaderSize { size };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        if self.widen_race_window {
+            F::yield_now();
+        }
+        let len = HEADER_SIZE + h.size as usize;
+        if let Err(read) = self.rq_fill(buf, len) {
+            let read = if read < 0 { read } else { read - HEADER_SIZE as i32 };
+            let e = QemuError::ReadPayloadShort { read, size: h.size };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        let payload = buf.available()[HEADER_SIZE..len].to_vec();
+        let fds = buf.consume(len);
+        Ok((h, payload, fds))
+    }
+
+    /// Receives into `buf` until it holds `len` unframed bytes; at the end of
+    /// the stream, `Err` with how many it holds (`-1` on a socket error, as
+    /// `vhost_user_read` reports a failed read).
+    fn rq_fill(&self, buf: &mut ReplyBuffer, len: usize) -> Result<(), i32> {
+        while buf.available().len() < len {
+            let mut fds = Vec::new();
+            match self.main.recv(buf.spare(), &mut fds) {
+                Ok(0) => return Err(buf.available().len() as i32),
+                Ok(n) => buf.received(n, fds),
+                Err(_) => return Err(-1),
+            }
+        }
+        Ok(())
     }
 
     /// Reply-queue: one request and its reply through the FIFO, checked as
@@ -536,6 +619,14 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             self.record.log(role, QemuError::IotlbUpdateFailed);
         }
         r
+    }
+}
+
+/// Whether `bytes` begin with a whole message (header and announced payload).
+fn whole_message(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_SIZE && {
+        let h = Header::from_bytes(bytes[..HEADER_SIZE].try_into().expect("12 bytes"));
+        bytes.len() >= HEADER_SIZE + h.size as usize
     }
 }
 

@@ -12,10 +12,15 @@
 //!    enqueue and one send, never across a round trip), so that the FIFO is
 //!    in wire order;
 //! 2. one reader at a time ([`ReplyQueue::next_step`] makes a waiter the
-//!    reader when nobody is reading); the reader reads one whole reply and
-//!    [`ReplyQueue::hand`] pops the head and gives it the reply (or, after a
-//!    read error, fails every pending entry: the stream's framing is lost);
-//!    the reader keeps reading while its own reply has not come;
+//!    reader when nobody is reading, and lends it the connection's
+//!    [`ReplyBuffer`] for its turn); the reader frames every whole reply the
+//!    buffer holds (receiving, with one `recv` of what is there, only while
+//!    the head's reply is not whole), and [`ReplyQueue::hand`] pops one head
+//!    per reply and gives it its reply, in order (or, after a read error,
+//!    fails every pending entry: the stream's framing is lost); handing two
+//!    replies in one turn is the same as the same reader taking two turns in
+//!    a row; the reader keeps reading while its own reply has not come, and
+//!    a partial reply stays in the buffer for the next reader;
 //! 3. the BQL as a token in the same state ([`LendableBql`]): a holder that
 //!    waits for a reply lends it ([`ReplyQueue::lend`]), the main loop's
 //!    back-end channel handler borrows it ([`ReplyQueue::bql_borrow`]) and
@@ -39,6 +44,7 @@
 //! borrower, the miss handler, never waits for a reply).
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 
 use crate::frontend::FrontendError;
@@ -84,6 +90,93 @@ pub enum BqlGrant {
     Borrowed,
 }
 
+/// Bytes of the whole buffer: room for the largest message (a 12-byte
+/// header and [`crate::wire::MAX_PAYLOAD`]) after any partial one.
+const REPLY_BUFFER_SIZE: usize = 3 * 4096;
+
+/// The connection's receive buffer under reply-queue: bytes received from
+/// the main socket and not yet framed into replies, with the descriptors that
+/// came with them. Lent to the reader for its turn ([`Turn::buffer`]) and
+/// given back with [`ReplyQueue::hand`], so only one thread touches it.
+///
+/// Descriptors belong to the message that carries them, and a receive ends
+/// with that message ([`crate::transport::Transport::recv`]): the
+/// descriptors of one receive go to the last message that begins in its
+/// bytes, which is the first message that begins in them and reaches their
+/// end.
+#[derive(Debug, Default)]
+pub struct ReplyBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Stream offset of `bytes[start]`.
+    offset: u64,
+    /// Descriptors received, with the stream range of their receive.
+    fds: Vec<(Range<u64>, Vec<OwnedFd>)>,
+}
+
+impl ReplyBuffer {
+    /// The bytes received and not yet framed.
+    pub fn available(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    /// Room for one receive (at least [`crate::wire::MAX_PAYLOAD`] bytes):
+    /// the unframed bytes move to the front first.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.bytes.is_empty() {
+            self.bytes = vec![0; REPLY_BUFFER_SIZE];
+        }
+        if self.start > 0 {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.bytes[self.end..]
+    }
+
+    /// Records a receive of `n` bytes into [`ReplyBuffer::spare`] and the
+    /// descriptors that came with them.
+    pub fn received(&mut self, n: usize, fds: Vec<OwnedFd>) {
+        let at = self.offset + (self.end - self.start) as u64;
+        self.end += n;
+        if !fds.is_empty() {
+            self.fds.push((at..at + n as u64, fds));
+        }
+    }
+
+    /// Frames the first `len` unframed bytes as one message and returns its
+    /// descriptors: those of a receive in which it begins and which it
+    /// reaches the end of. Descriptors of receives it covers are closed
+    /// (none arrive that way on a well-formed stream).
+    pub fn consume(&mut self, len: usize) -> Vec<OwnedFd> {
+        let (begin, end) = (self.offset, self.offset + len as u64);
+        let mut mine = Vec::new();
+        self.fds.retain_mut(|(r, fds)| {
+            if r.contains(&begin) && end >= r.end {
+                mine.append(fds);
+            }
+            r.end > end
+        });
+        self.start += len;
+        self.offset = end;
+        mine
+    }
+}
+
+/// A reader's turn ([`Step::Read`]): the head of the FIFO whose reply it
+/// reads first, how many requests are pending (it may frame as many
+/// replies), and the connection's buffer, lent for the turn.
+#[derive(Debug)]
+pub struct Turn {
+    /// The FIFO's head: the next reply is its.
+    pub head: Pending,
+    /// Pending requests now, the head included: the most replies to frame.
+    pub pending: usize,
+    /// The connection's receive buffer, given back with [`ReplyQueue::hand`].
+    pub buffer: ReplyBuffer,
+}
+
 /// What a waiting requester does next ([`ReplyQueue::next_step`],
 /// [`ReplyQueue::hand`]).
 #[derive(Debug)]
@@ -91,8 +184,9 @@ pub enum Step {
     /// Its reply (or error) has been handed to it and it has the BQL back
     /// if it lent it: return this.
     Done(RawReply),
-    /// It is the reader: read one whole reply for this head of the FIFO.
-    Read(Pending),
+    /// It is the reader: read the whole reply of this turn's head, and any
+    /// more whole replies already received, in FIFO order.
+    Read(Turn),
 }
 
 /// Why [`ReplyQueue::enqueue`] refused a request.
@@ -110,6 +204,8 @@ pub struct ReplyQueue<W = ()> {
     handed: Vec<(u64, RawReply)>,
     asleep: Vec<(u64, W)>,
     reader: Option<u64>,
+    /// The receive buffer while nobody reads (`None` during a turn).
+    buffer: Option<ReplyBuffer>,
     next_ticket: u64,
     failed: bool,
     /// The BQL, when the policy is reply-queue.
@@ -129,6 +225,7 @@ impl<W> Default for ReplyQueue<W> {
             handed: Vec::new(),
             asleep: Vec::new(),
             reader: None,
+            buffer: Some(ReplyBuffer::default()),
             next_ticket: 0,
             failed: false,
             bql: LendableBql::default(),
@@ -241,15 +338,21 @@ impl<W: Clone> ReplyQueue<W> {
         if let Some(i) = self.handed.iter().position(|(t, _)| *t == ticket) {
             return self.take_handed(role, i);
         }
-        match self.reader {
-            Some(r) if r == ticket => self.pending.front().copied().map(Step::Read),
-            Some(_) => None,
-            None => {
-                let head = self.pending.front().copied()?;
-                self.reader = Some(ticket);
-                Some(Step::Read(head))
-            }
+        if self.reader.is_some() {
+            debug_assert_ne!(self.reader, Some(ticket), "a reader's turn goes on through `hand`");
+            return None;
         }
+        let turn = self.turn()?;
+        self.reader = Some(ticket);
+        Some(Step::Read(turn))
+    }
+
+    /// A reader's turn for the FIFO's head, with the buffer lent out; `None`
+    /// when nothing is pending.
+    fn turn(&mut self) -> Option<Turn> {
+        let head = self.pending.front().copied()?;
+        let buffer = self.buffer.take().expect("the buffer is lent to one reader at a time");
+        Some(Turn { head, pending: self.pending.len(), buffer })
     }
 
     /// The handed reply at `i` for `role`, unless `role` lent the BQL and
@@ -265,37 +368,43 @@ impl<W: Clone> ReplyQueue<W> {
         Some(Step::Done(self.handed.swap_remove(i).1))
     }
 
-    /// Rule 2, after the reader (`ticket`, thread `role`) read `reply` for
-    /// the head: pops the head and hands it the reply; after a failed read,
-    /// fails every pending entry too. The reader stays the reader while its
-    /// own reply has not come. Returns the reader's next step (`None`: wait,
-    /// its reply is there but the lent BQL is not back) and whether to wake
-    /// the other waiters (a reply went to another thread, or the reader role
-    /// is free while requests are still pending).
+    /// Rule 2, after the reader (`ticket`, thread `role`) read `replies`
+    /// (in stream order, at most the turn's pending count): pops one head
+    /// per reply and hands it the reply; after a failed read, fails every
+    /// pending entry too. Takes the buffer back. The reader stays the reader
+    /// (with a new turn) while its own reply has not come. Returns the
+    /// reader's next step (`None`: wait, its reply is there but the lent BQL
+    /// is not back) and the wakers to signal (every other thread handed a
+    /// reply, and the new head's when the reader's turn ends with requests
+    /// still pending).
     pub fn hand(
         &mut self,
         role: ThreadRole,
         ticket: u64,
-        reply: RawReply,
+        replies: Vec<RawReply>,
+        buffer: ReplyBuffer,
     ) -> (Option<Step>, Vec<W>) {
         let mut wake = Vec::new();
-        let failed = reply.is_err();
-        let head = self.pending.pop_front();
-        if let Some(head) = head {
-            self.handed.push((head.ticket, reply));
-            if head.ticket != ticket {
-                self.wake(head.ticket, &mut wake);
+        self.buffer = Some(buffer);
+        for reply in replies {
+            let failed = reply.is_err();
+            if let Some(head) = self.pending.pop_front() {
+                self.handed.push((head.ticket, reply));
+                if head.ticket != ticket {
+                    self.wake(head.ticket, &mut wake);
+                }
             }
-        }
-        if failed {
-            self.failed = true;
-            for p in self.pending.drain(..) {
-                self.handed.push((p.ticket, Err((FrontendError::ReplyChannelFailed, None))));
+            if failed {
+                self.failed = true;
+                for p in self.pending.drain(..) {
+                    self.handed.push((p.ticket, Err((FrontendError::ReplyChannelFailed, None))));
+                }
+                wake.extend(self.asleep.drain(..).map(|(_, w)| w));
+                break;
             }
-            wake.extend(self.asleep.drain(..).map(|(_, w)| w));
         }
         let Some(i) = self.handed.iter().position(|(t, _)| *t == ticket) else {
-            return (self.pending.front().copied().map(Step::Read), wake);
+            return (self.turn().map(Step::Read), wake);
         };
         // The reader's turn ends: the new head's requester reads next.
         self.reader = None;
@@ -371,6 +480,10 @@ mod tests {
         Ok((Header::reply(request, 8), vec![0; 8], Vec::new()))
     }
 
+    fn one(r: RawReply) -> Vec<RawReply> {
+        vec![r]
+    }
+
     fn code(r: &RawReply) -> Option<u32> {
         r.as_ref().ok().map(|(h, _, _)| h.request)
     }
@@ -379,9 +492,10 @@ mod tests {
     fn one_thread_is_write_then_read_without_hand_off() {
         let mut q = ReplyQueue::<()>::new();
         let t = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
-        let Some(Step::Read(head)) = q.next_step(DS, t) else { panic!("becomes the reader") };
-        assert_eq!(head.ticket, t);
-        let (Some(Step::Done(got)), wake) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+        let Some(Step::Read(turn)) = q.next_step(DS, t) else { panic!("becomes the reader") };
+        assert_eq!(turn.head.ticket, t);
+        let (Some(Step::Done(got)), wake) = q.hand(DS, t, one(ack(Request::IotlbMsg)), turn.buffer)
+        else {
             panic!("its own reply at once")
         };
         assert!(wake.is_empty(), "nobody else to wake");
@@ -396,18 +510,22 @@ mod tests {
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
         // b waits first and becomes the reader; the head is a's request.
-        let Some(Step::Read(head)) = q.next_step(PL, b) else { panic!("b reads") };
-        assert_eq!(head.ticket, a);
+        let Some(Step::Read(turn)) = q.next_step(PL, b) else { panic!("b reads") };
+        assert_eq!((turn.head.ticket, turn.pending), (a, 2));
         assert!(q.next_step_or_sleep(DS, a, &()).is_none(), "a sleeps: b is reading");
-        let (Some(Step::Read(head)), wake) = q.hand(PL, b, ack(Request::IotlbMsg)) else {
+        let (Some(Step::Read(turn)), wake) =
+            q.hand(PL, b, one(ack(Request::IotlbMsg)), turn.buffer)
+        else {
             panic!("not b's reply: b reads on")
         };
         assert_eq!(wake.len(), 1, "a, and only a, is woken");
-        assert_eq!(head.ticket, b);
+        assert_eq!(turn.head.ticket, b);
         assert_eq!(q.reader(), Some(b), "b keeps reading");
         let Some(Step::Done(r)) = q.next_step(DS, a) else { panic!("a has its reply") };
         assert_eq!(code(&r), Some(Request::IotlbMsg as u32));
-        let (Some(Step::Done(r)), wake) = q.hand(PL, b, ack(Request::PostcopyEnd)) else {
+        let (Some(Step::Done(r)), wake) =
+            q.hand(PL, b, one(ack(Request::PostcopyEnd)), turn.buffer)
+        else {
             panic!("b's own reply")
         };
         assert!(wake.is_empty(), "nobody left to wake");
@@ -419,16 +537,61 @@ mod tests {
         let mut q = ReplyQueue::<()>::new();
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
-        let Some(Step::Read(_)) = q.next_step(DS, a) else { panic!("a reads") };
+        let Some(Step::Read(turn)) = q.next_step(DS, a) else { panic!("a reads") };
         assert!(q.next_step_or_sleep(PL, b, &()).is_none(), "b sleeps");
         let err = Err((FrontendError::Protocol("end of stream"), None));
-        let (Some(Step::Done(Err(_))), wake) = q.hand(DS, a, err) else {
+        let (Some(Step::Done(Err(_))), wake) = q.hand(DS, a, one(err), turn.buffer) else {
             panic!("a gets the read error")
         };
         assert_eq!(wake.len(), 1, "b is woken");
         let Some(Step::Done(r)) = q.next_step(PL, b) else { panic!("b is failed, not left") };
         assert!(matches!(r, Err((FrontendError::ReplyChannelFailed, None))));
         assert_eq!(q.enqueue(ML, Request::IotlbMsg as u32), Err(Failed));
+    }
+
+    #[test]
+    fn one_turn_hands_several_replies_in_fifo_order_and_keeps_the_partial_tail() {
+        let mut q = ReplyQueue::<()>::new();
+        let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
+        let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
+        let c = q.enqueue(ML, Request::IotlbMsg as u32).unwrap();
+        let Some(Step::Read(mut turn)) = q.next_step(DS, a) else { panic!("a reads") };
+        assert_eq!(turn.pending, 3);
+        assert!(q.next_step_or_sleep(PL, b, &()).is_none());
+        assert!(q.next_step_or_sleep(ML, c, &()).is_none());
+        let spare = turn.buffer.spare();
+        spare[..5].copy_from_slice(b"tail!");
+        turn.buffer.received(5, Vec::new());
+        let replies = vec![ack(Request::IotlbMsg), ack(Request::PostcopyEnd)];
+        let (Some(Step::Done(r)), wake) = q.hand(DS, a, replies, turn.buffer) else {
+            panic!("a's reply came first")
+        };
+        assert_eq!(code(&r), Some(Request::IotlbMsg as u32));
+        assert_eq!(wake.len(), 2, "b (its reply) and c (the new head, who reads next)");
+        let Some(Step::Done(r)) = q.next_step(PL, b) else { panic!("b has its reply") };
+        assert_eq!(code(&r), Some(Request::PostcopyEnd as u32));
+        let Some(Step::Read(turn)) = q.next_step(ML, c) else { panic!("c reads next") };
+        assert_eq!((turn.head.ticket, turn.pending), (c, 1));
+        assert_eq!(turn.buffer.available(), b"tail!", "the partial reply waits in the buffer");
+    }
+
+    #[test]
+    fn descriptors_go_to_the_last_message_that_begins_in_their_receive() {
+        let file = || OwnedFd::from(std::fs::File::open("/proc/self/exe").unwrap());
+        let mut buf = ReplyBuffer::default();
+        // One receive: a 20-byte message, then a 12-byte one that carries a
+        // descriptor (the receive ends with it).
+        buf.spare()[..32].fill(7);
+        buf.received(32, vec![file()]);
+        assert!(buf.consume(20).is_empty(), "a later message begins in the receive");
+        assert_eq!(buf.consume(12).len(), 1);
+        // A receive that ends inside the message carrying a descriptor.
+        buf.spare()[..4].fill(7);
+        buf.received(4, vec![file()]);
+        buf.spare()[..16].fill(7);
+        buf.received(16, Vec::new());
+        assert_eq!(buf.consume(20).len(), 1);
+        assert!(buf.available().is_empty());
     }
 
     #[test]
@@ -461,8 +624,8 @@ mod tests {
         assert!(!q.bql_try_lock(PL), "lent only to the back-end channel handler");
         assert_eq!(q.bql_borrow(ML), Some(BqlGrant::Borrowed));
         assert_eq!(q.bql_borrow(ML), None, "lent once at a time");
-        let Some(Step::Read(_)) = q.next_step(DS, t) else { panic!("the holder reads") };
-        let (None, _) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+        let Some(Step::Read(turn)) = q.next_step(DS, t) else { panic!("the holder reads") };
+        let (None, _) = q.hand(DS, t, one(ack(Request::IotlbMsg)), turn.buffer) else {
             panic!("BQL still borrowed: wait")
         };
         assert!(q.next_step_or_sleep(DS, t, &()).is_none(), "waits for the BQL");

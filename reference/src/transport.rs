@@ -49,6 +49,11 @@ pub trait Transport: Send + Sync {
     /// Reads at most `buf.len()` bytes, blocking until at least one byte is
     /// there; returns 0 at end of stream. Descriptors that arrive with these
     /// bytes are appended to `fds` (the caller owns, and so closes, them).
+    /// They come with the first byte of the message that carries them, and
+    /// a read that gets them ends at the latest with that message (Linux
+    /// stops a stream `recvmsg` after the segment that carries `SCM_RIGHTS`,
+    /// and each `sendmsg` starts a new segment): so they belong to the last
+    /// message that begins in the bytes read.
     fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, TransportError>;
 
     /// Shuts both directions down: blocked and later reads on either end
