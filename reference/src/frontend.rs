@@ -153,11 +153,13 @@ pub struct Frontend<F: SyncFamily, T: Transport> {
     pub(crate) request_reply: Lock<F>,
     /// The Big QEMU Lock, process-wide (every policy but reply-queue).
     pub(crate) bql: Lock<F>,
-    /// Reply-queue: the FIFO of pending requesters, the reader and the
-    /// lendable BQL, in one monitor so that a BQL holder's wait and the
-    /// handler's borrow see each other; also the write lock (held for one
-    /// enqueue and send, never across a round trip).
+    /// Reply-queue: the FIFO of pending requesters, the reader, the receive
+    /// buffer and the lendable BQL, in one monitor so that a BQL holder's
+    /// wait and the handler's borrow see each other.
     reply_queue: F::Monitor<ReplyQueue<Waker<F>>>,
+    /// Reply-queue: the connection's write lock, held for one enqueue and
+    /// send, never across a round trip.
+    write_lock: Lock<F>,
     pub(crate) bh: F::Monitor<BottomHalves>,
     pub(crate) record: Arc<Record<F>>,
     protocol_features: u64,
@@ -185,6 +187,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             request_reply: Lock::<F>::new(()),
             bql: Lock::<F>::new(()),
             reply_queue: F::Monitor::new(ReplyQueue::new()),
+            write_lock: Lock::<F>::new(()),
             bh: F::Monitor::new(BottomHalves::default()),
             record: Arc::new(Record::new()),
             protocol_features: ProtocolFeatures::IOMMU_POSTCOPY.bits(),
@@ -384,14 +387,15 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
 
     /// Reply-queue, rule 1: sends one message under the write lock; if
     /// `expects_reply`, enqueues its requester first, in the same critical
-    /// section, so that the FIFO is in wire order, and in that section also
-    /// lends the BQL if this thread holds it and becomes the reader if
-    /// nobody reads. Returns the ticket to wait on and the first step
-    /// (`None`: wait). A failed send takes its entry back (the last one,
-    /// seen by nobody). The write lock is the reply-queue monitor itself:
-    /// one lock instead of two makes enqueue-and-send atomic with every
-    /// other FIFO operation, and costs a reader's hand-off the wait for an
-    /// in-flight send.
+    /// section of the write lock, so that the FIFO is in wire order. The
+    /// reply-queue monitor is not held during the send (readers hand replies
+    /// over meanwhile): the entry is enqueued under it just before the send,
+    /// and just after it, still under the write lock, this thread lends the
+    /// BQL if it holds it and becomes the reader if nobody reads (or finds
+    /// its reply already handed). Returns the ticket to wait on and the
+    /// first step (`None`: wait). A failed send takes its entry back (the
+    /// last one, as the write lock is held; a reader may have counted it but
+    /// has no reply for it).
     #[allow(clippy::type_complexity)]
     fn rq_write(
         &self,
@@ -401,28 +405,25 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         fds: &[BorrowedFd<'_>],
         expects_reply: Option<&Waker<F>>,
     ) -> Result<Option<(u64, Option<Step>)>, FrontendError> {
-        self.reply_queue.with_notify_if(|q| {
-            let ticket = if expects_reply.is_some() {
-                match q.enqueue(role, header.request) {
-                    Ok(t) => Some(t),
-                    Err(_) => return (Err(FrontendError::ReplyChannelFailed), false),
-                }
-            } else {
-                None
+        self.write_lock.with(|_| {
+            let Some(waker) = expects_reply else {
+                return self.vhost_user_write(header, payload, fds).map(|_| None);
             };
-            if let Err(e) = self.vhost_user_write(header, payload, fds) {
-                if let Some(t) = ticket {
-                    q.withdraw(t);
+            let ticket = self
+                .reply_queue
+                .with(|q| q.enqueue(role, header.request))
+                .map_err(|_| FrontendError::ReplyChannelFailed)?;
+            let sent = self.vhost_user_write(header, payload, fds);
+            self.reply_queue.with_notify_if(|q| {
+                if let Err(e) = sent {
+                    q.withdraw(ticket);
+                    return (Err(e), false);
                 }
-                return (Err(e), false);
-            }
-            let (Some(ticket), Some(waker)) = (ticket, expects_reply) else {
-                return (Ok(None), false);
-            };
-            // The handler may be waiting to borrow the BQL lent now.
-            let lent = q.lend(role);
-            let step = q.next_step_or_sleep(role, ticket, waker);
-            (Ok(Some((ticket, step))), lent && q.anyone_asleep())
+                // The handler may be waiting to borrow the BQL lent now.
+                let lent = q.lend(role);
+                let step = q.next_step_or_sleep(role, ticket, waker);
+                (Ok(Some((ticket, step))), lent && q.anyone_asleep())
+            })
         })
     }
 

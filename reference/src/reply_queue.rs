@@ -7,10 +7,10 @@
 //! Models the design's four rules as state:
 //! 1. a FIFO of pending requesters ([`Pending`]: a ticket, the thread's role
 //!    and the request code), appended to by [`ReplyQueue::enqueue`] in the
-//!    same critical section as the send (the front-end sends while holding
-//!    this monitor, which is the connection's write lock: held for one
-//!    enqueue and one send, never across a round trip), so that the FIFO is
-//!    in wire order;
+//!    same critical section of the connection's write lock as the send (the
+//!    front-end's, held for one enqueue and one send, never across a round
+//!    trip; this monitor is taken inside it for the enqueue only), so that
+//!    the FIFO is in wire order;
 //! 2. one reader at a time ([`ReplyQueue::next_step`] makes a waiter the
 //!    reader when nobody is reading, and lends it the connection's
 //!    [`ReplyBuffer`] for its turn); the reader frames every whole reply the
@@ -297,7 +297,7 @@ impl<W: Clone> ReplyQueue<W> {
     }
 
     /// Takes back `ticket` whose send failed (under the write lock, so it is
-    /// the last entry and nobody has seen it).
+    /// the last entry, and no reply for it can have been read).
     pub fn withdraw(&mut self, ticket: u64) {
         if self.pending.back().is_some_and(|p| p.ticket == ticket) {
             self.pending.pop_back();
