@@ -7,7 +7,12 @@ fn main() {
     let n: u64 = a[3].parse().unwrap();
     let ch = reference_channel(v);
     let fe = Arc::clone(&ch.frontend);
-    let w = Workers::new(threads, Arc::new(move |i: usize| { assert!(try_update(&fe, i as u8)); }));
+    let w = Workers::new(
+        threads,
+        Arc::new(move |i: usize| {
+            assert!(try_update(&fe, i as u8));
+        }),
+    );
     w.run(200);
     let t = w.run(n);
     println!("{} {} threads: {:.0}/s", a[1], threads, n as f64 / t.as_secs_f64());

@@ -42,10 +42,10 @@ use std::sync::Arc;
 
 use crate::qemu_log::QemuError;
 use crate::record::{Delivery, Record};
-use crate::reply_queue::{BqlGrant, RawReply, ReplyBuffer, ReplyQueue, Step, Turn};
+use crate::reply_queue::{BqlGrant, RawReply, ReplyQueue, Step, Turn};
 use crate::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 use crate::sync::{with_lock_if, Lock, Monitor, SyncFamily};
-use crate::transport::{read_all, Transport, TransportError};
+use crate::transport::{read_all, RecvBuffer, Transport, TransportError};
 use crate::wire::{
     self, Header, IotlbMsg, MemoryRegion, ProtocolFeatures, Request, VringAddr, WireError,
     HEADER_SIZE, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
@@ -497,7 +497,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     /// the payload (`Read %d instead of %d`). `request` is the request whose
     /// reply is read first (for the messages only: later replies of a turn
     /// are whole in the buffer, so only their flags and size can fail).
-    fn rq_frame_reply(&self, role: ThreadRole, request: u32, buf: &mut ReplyBuffer) -> RawReply {
+    fn rq_frame_reply(&self, role: ThreadRole, request: u32, buf: &mut RecvBuffer) -> RawReply {
         if let Err(read) = self.rq_fill(buf, HEADER_SIZE) {
             let e = QemuError::ReadHeaderShort { read, request };
             self.record.log(role, e);
@@ -533,16 +533,12 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     /// Receives into `buf` until it holds `len` unframed bytes; at the end of
     /// the stream, `Err` with how many it holds (`-1` on a socket error, as
     /// `vhost_user_read` reports a failed read).
-    fn rq_fill(&self, buf: &mut ReplyBuffer, len: usize) -> Result<(), i32> {
-        while buf.available().len() < len {
-            let mut fds = Vec::new();
-            match self.main.recv(buf.spare(), &mut fds) {
-                Ok(0) => return Err(buf.available().len() as i32),
-                Ok(n) => buf.received(n, fds),
-                Err(_) => return Err(-1),
-            }
+    fn rq_fill(&self, buf: &mut RecvBuffer, len: usize) -> Result<(), i32> {
+        match buf.fill(&self.main, len) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(buf.available().len() as i32),
+            Err(_) => Err(-1),
         }
-        Ok(())
     }
 
     /// Reply-queue: one request and its reply through the FIFO, checked as

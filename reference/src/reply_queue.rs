@@ -13,7 +13,7 @@
 //!    the FIFO is in wire order;
 //! 2. one reader at a time ([`ReplyQueue::next_step`] makes a waiter the
 //!    reader when nobody is reading, and lends it the connection's
-//!    [`ReplyBuffer`] for its turn); the reader frames every whole reply the
+//!    [`RecvBuffer`] for its turn); the reader frames every whole reply the
 //!    buffer holds (receiving, with one `recv` of what is there, only while
 //!    the head's reply is not whole), and [`ReplyQueue::hand`] pops one head
 //!    per reply and gives it its reply, in order (or, after a read error,
@@ -44,11 +44,11 @@
 //! borrower, the miss handler, never waits for a reply).
 
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::os::fd::OwnedFd;
 
 use crate::frontend::FrontendError;
 use crate::scenario::ThreadRole;
+use crate::transport::RecvBuffer;
 use crate::wire::Header;
 
 /// One whole reply as the reader read it for a requester (header, payload,
@@ -90,80 +90,6 @@ pub enum BqlGrant {
     Borrowed,
 }
 
-/// Bytes of the whole buffer: room for the largest message (a 12-byte
-/// header and [`crate::wire::MAX_PAYLOAD`]) after any partial one.
-const REPLY_BUFFER_SIZE: usize = 3 * 4096;
-
-/// The connection's receive buffer under reply-queue: bytes received from
-/// the main socket and not yet framed into replies, with the descriptors that
-/// came with them. Lent to the reader for its turn ([`Turn::buffer`]) and
-/// given back with [`ReplyQueue::hand`], so only one thread touches it.
-///
-/// Descriptors belong to the message that carries them, and a receive ends
-/// with that message ([`crate::transport::Transport::recv`]): the
-/// descriptors of one receive go to the last message that begins in its
-/// bytes, which is the first message that begins in them and reaches their
-/// end.
-#[derive(Debug, Default)]
-pub struct ReplyBuffer {
-    bytes: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Stream offset of `bytes[start]`.
-    offset: u64,
-    /// Descriptors received, with the stream range of their receive.
-    fds: Vec<(Range<u64>, Vec<OwnedFd>)>,
-}
-
-impl ReplyBuffer {
-    /// The bytes received and not yet framed.
-    pub fn available(&self) -> &[u8] {
-        &self.bytes[self.start..self.end]
-    }
-
-    /// Room for one receive (at least [`crate::wire::MAX_PAYLOAD`] bytes):
-    /// the unframed bytes move to the front first.
-    pub fn spare(&mut self) -> &mut [u8] {
-        if self.bytes.is_empty() {
-            self.bytes = vec![0; REPLY_BUFFER_SIZE];
-        }
-        if self.start > 0 {
-            self.bytes.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        &mut self.bytes[self.end..]
-    }
-
-    /// Records a receive of `n` bytes into [`ReplyBuffer::spare`] and the
-    /// descriptors that came with them.
-    pub fn received(&mut self, n: usize, fds: Vec<OwnedFd>) {
-        let at = self.offset + (self.end - self.start) as u64;
-        self.end += n;
-        if !fds.is_empty() {
-            self.fds.push((at..at + n as u64, fds));
-        }
-    }
-
-    /// Frames the first `len` unframed bytes as one message and returns its
-    /// descriptors: those of a receive in which it begins and which it
-    /// reaches the end of. Descriptors of receives it covers are closed
-    /// (none arrive that way on a well-formed stream).
-    pub fn consume(&mut self, len: usize) -> Vec<OwnedFd> {
-        let (begin, end) = (self.offset, self.offset + len as u64);
-        let mut mine = Vec::new();
-        self.fds.retain_mut(|(r, fds)| {
-            if r.contains(&begin) && end >= r.end {
-                mine.append(fds);
-            }
-            r.end > end
-        });
-        self.start += len;
-        self.offset = end;
-        mine
-    }
-}
-
 /// A reader's turn ([`Step::Read`]): the head of the FIFO whose reply it
 /// reads first, how many requests are pending (it may frame as many
 /// replies), and the connection's buffer, lent for the turn.
@@ -174,7 +100,7 @@ pub struct Turn {
     /// Pending requests now, the head included: the most replies to frame.
     pub pending: usize,
     /// The connection's receive buffer, given back with [`ReplyQueue::hand`].
-    pub buffer: ReplyBuffer,
+    pub buffer: RecvBuffer,
 }
 
 /// What a waiting requester does next ([`ReplyQueue::next_step`],
@@ -205,7 +131,7 @@ pub struct ReplyQueue<W = ()> {
     asleep: Vec<(u64, W)>,
     reader: Option<u64>,
     /// The receive buffer while nobody reads (`None` during a turn).
-    buffer: Option<ReplyBuffer>,
+    buffer: Option<RecvBuffer>,
     next_ticket: u64,
     failed: bool,
     /// The BQL, when the policy is reply-queue.
@@ -225,7 +151,7 @@ impl<W> Default for ReplyQueue<W> {
             handed: Vec::new(),
             asleep: Vec::new(),
             reader: None,
-            buffer: Some(ReplyBuffer::default()),
+            buffer: Some(RecvBuffer::default()),
             next_ticket: 0,
             failed: false,
             bql: LendableBql::default(),
@@ -382,7 +308,7 @@ impl<W: Clone> ReplyQueue<W> {
         role: ThreadRole,
         ticket: u64,
         replies: Vec<RawReply>,
-        buffer: ReplyBuffer,
+        buffer: RecvBuffer,
     ) -> (Option<Step>, Vec<W>) {
         let mut wake = Vec::new();
         self.buffer = Some(buffer);
@@ -573,25 +499,6 @@ mod tests {
         let Some(Step::Read(turn)) = q.next_step(ML, c) else { panic!("c reads next") };
         assert_eq!((turn.head.ticket, turn.pending), (c, 1));
         assert_eq!(turn.buffer.available(), b"tail!", "the partial reply waits in the buffer");
-    }
-
-    #[test]
-    fn descriptors_go_to_the_last_message_that_begins_in_their_receive() {
-        let file = || OwnedFd::from(std::fs::File::open("/proc/self/exe").unwrap());
-        let mut buf = ReplyBuffer::default();
-        // One receive: a 20-byte message, then a 12-byte one that carries a
-        // descriptor (the receive ends with it).
-        buf.spare()[..32].fill(7);
-        buf.received(32, vec![file()]);
-        assert!(buf.consume(20).is_empty(), "a later message begins in the receive");
-        assert_eq!(buf.consume(12).len(), 1);
-        // A receive that ends inside the message carrying a descriptor.
-        buf.spare()[..4].fill(7);
-        buf.received(4, vec![file()]);
-        buf.spare()[..16].fill(7);
-        buf.received(16, Vec::new());
-        assert_eq!(buf.consume(20).len(), 1);
-        assert!(buf.available().is_empty());
     }
 
     #[test]
