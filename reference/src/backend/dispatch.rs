@@ -5,8 +5,9 @@
 //! Models: reading a header and its payload (with descriptors) through a
 //! receive buffer (one `recv` of whatever is there, framed into whole
 //! requests served in order; descriptors go to the message that carries
-//! them, see [`Transport::recv`]), QEMU's request check ([`Header::validate_request`]), the payload size and the
-//! number of descriptors each request takes, and the answer: REPLY_ACK as
+//! them, see [`Transport::recv`]), QEMU's request check
+//! ([`Header::validate_request`]), the payload size and the number of
+//! descriptors each request takes, and the answer: REPLY_ACK as
 //! rust-vmm's back-end applies it (an ack only when REPLY_ACK is negotiated
 //! and the request has NEED_REPLY; GET_* requests, SET_LOG_BASE and
 //! POSTCOPY_ADVISE always answer with their body; a failure ack for a
