@@ -19,8 +19,11 @@
 //! not QEMU's) every request goes through a short write lock (held for the
 //! send only) and, if it wants a reply, the per-connection FIFO of
 //! [`crate::reply_queue`]: the
-//! waiter that finds nobody reading reads one whole reply with the same
-//! `vhost_user_read` checks and log lines and hands it to the FIFO's head;
+//! waiter that finds nobody reading reads the head's whole reply (one
+//! `recv` of whatever is there into the connection's buffer) with the same
+//! `vhost_user_read` checks and log lines, hands it to the FIFO's head, and
+//! hands on, in order and with the same checks, every further reply already
+//! whole in the buffer;
 //! the BQL is then a token in the same monitor, lent by a holder while it
 //! waits ([`Frontend::with_bql`], [`Frontend::with_bql_borrowed`]); and the
 //! back-end channel's miss is answered by
@@ -39,10 +42,10 @@ use std::sync::Arc;
 
 use crate::qemu_log::QemuError;
 use crate::record::{Delivery, Record};
-use crate::reply_queue::{BqlGrant, RawReply, ReplyQueue, Step};
+use crate::reply_queue::{BqlGrant, RawReply, ReplyQueue, Step, Turn};
 use crate::scenario::{Scenario, ThreadRole, Variant, MAX_BACKEND_MISSES, MAX_VIRTQUEUES};
 use crate::sync::{with_lock_if, Lock, Monitor, SyncFamily};
-use crate::transport::{read_all, Transport, TransportError};
+use crate::transport::{read_all, RecvBuffer, Transport, TransportError};
 use crate::wire::{
     self, Header, IotlbMsg, MemoryRegion, ProtocolFeatures, Request, VringAddr, WireError,
     HEADER_SIZE, PROTOCOL_F_REPLY_ACK, VHOST_USER_F_PROTOCOL_FEATURES,
@@ -150,11 +153,13 @@ pub struct Frontend<F: SyncFamily, T: Transport> {
     pub(crate) request_reply: Lock<F>,
     /// The Big QEMU Lock, process-wide (every policy but reply-queue).
     pub(crate) bql: Lock<F>,
-    /// Reply-queue: the FIFO of pending requesters, the reader and the
-    /// lendable BQL, in one monitor so that a BQL holder's wait and the
-    /// handler's borrow see each other; also the write lock (held for one
-    /// enqueue and send, never across a round trip).
+    /// Reply-queue: the FIFO of pending requesters, the reader, the receive
+    /// buffer and the lendable BQL, in one monitor so that a BQL holder's
+    /// wait and the handler's borrow see each other.
     reply_queue: F::Monitor<ReplyQueue<Waker<F>>>,
+    /// Reply-queue: the connection's write lock, held for one enqueue and
+    /// send, never across a round trip.
+    write_lock: Lock<F>,
     pub(crate) bh: F::Monitor<BottomHalves>,
     pub(crate) record: Arc<Record<F>>,
     protocol_features: u64,
@@ -182,6 +187,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             request_reply: Lock::<F>::new(()),
             bql: Lock::<F>::new(()),
             reply_queue: F::Monitor::new(ReplyQueue::new()),
+            write_lock: Lock::<F>::new(()),
             bh: F::Monitor::new(BottomHalves::default()),
             record: Arc::new(Record::new()),
             protocol_features: ProtocolFeatures::IOMMU_POSTCOPY.bits(),
@@ -381,14 +387,15 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
 
     /// Reply-queue, rule 1: sends one message under the write lock; if
     /// `expects_reply`, enqueues its requester first, in the same critical
-    /// section, so that the FIFO is in wire order, and in that section also
-    /// lends the BQL if this thread holds it and becomes the reader if
-    /// nobody reads. Returns the ticket to wait on and the first step
-    /// (`None`: wait). A failed send takes its entry back (the last one,
-    /// seen by nobody). The write lock is the reply-queue monitor itself:
-    /// one lock instead of two makes enqueue-and-send atomic with every
-    /// other FIFO operation, and costs a reader's hand-off the wait for an
-    /// in-flight send.
+    /// section of the write lock, so that the FIFO is in wire order. The
+    /// reply-queue monitor is not held during the send (readers hand replies
+    /// over meanwhile): the entry is enqueued under it just before the send,
+    /// and just after it, still under the write lock, this thread lends the
+    /// BQL if it holds it and becomes the reader if nobody reads (or finds
+    /// its reply already handed). Returns the ticket to wait on and the
+    /// first step (`None`: wait). A failed send takes its entry back (the
+    /// last one, as the write lock is held; a reader may have counted it but
+    /// has no reply for it).
     #[allow(clippy::type_complexity)]
     fn rq_write(
         &self,
@@ -398,38 +405,36 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         fds: &[BorrowedFd<'_>],
         expects_reply: Option<&Waker<F>>,
     ) -> Result<Option<(u64, Option<Step>)>, FrontendError> {
-        self.reply_queue.with_notify_if(|q| {
-            let ticket = if expects_reply.is_some() {
-                match q.enqueue(role, header.request) {
-                    Ok(t) => Some(t),
-                    Err(_) => return (Err(FrontendError::ReplyChannelFailed), false),
-                }
-            } else {
-                None
+        self.write_lock.with(|_| {
+            let Some(waker) = expects_reply else {
+                return self.vhost_user_write(header, payload, fds).map(|_| None);
             };
-            if let Err(e) = self.vhost_user_write(header, payload, fds) {
-                if let Some(t) = ticket {
-                    q.withdraw(t);
+            let ticket = self
+                .reply_queue
+                .with(|q| q.enqueue(role, header.request))
+                .map_err(|_| FrontendError::ReplyChannelFailed)?;
+            let sent = self.vhost_user_write(header, payload, fds);
+            self.reply_queue.with_notify_if(|q| {
+                if let Err(e) = sent {
+                    q.withdraw(ticket);
+                    return (Err(e), false);
                 }
-                return (Err(e), false);
-            }
-            let (Some(ticket), Some(waker)) = (ticket, expects_reply) else {
-                return (Ok(None), false);
-            };
-            // The handler may be waiting to borrow the BQL lent now.
-            let lent = q.lend(role);
-            let step = q.next_step_or_sleep(role, ticket, waker);
-            (Ok(Some((ticket, step))), lent && q.anyone_asleep())
+                // The handler may be waiting to borrow the BQL lent now.
+                let lent = q.lend(role);
+                let step = q.next_step_or_sleep(role, ticket, waker);
+                (Ok(Some((ticket, step))), lent && q.anyone_asleep())
+            })
         })
     }
 
     /// Reply-queue, rules 2 and 3: waits for `ticket`'s reply, starting
-    /// with `step`. As the reader, this thread reads one whole reply
-    /// (`vhost_user_read`, logging as this thread) for the FIFO's head,
-    /// hands it over, and reads on until its own reply has come. A BQL
-    /// holder lends the BQL for the whole wait (reading included: the read
-    /// blocks outside the monitor, so the handler can borrow meanwhile) and
-    /// returns only once it is back.
+    /// with `step`. As the reader, this thread reads the whole reply of the
+    /// FIFO's head and every further whole reply already received
+    /// ([`Frontend::rq_read_turn`], logging as this thread), hands them over
+    /// in order, and reads on until its own reply has come. A BQL holder
+    /// lends the BQL for the whole wait (reading included: the read blocks
+    /// outside the monitor, so the handler can borrow meanwhile) and returns
+    /// only once it is back.
     fn rq_await(
         &self,
         role: ThreadRole,
@@ -443,9 +448,10 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         loop {
             match step.take() {
                 Some(Step::Done(reply)) => return reply,
-                Some(Step::Read(head)) => {
-                    let reply = self.vhost_user_read(role, head.request);
-                    let (next, wake) = self.reply_queue.with(|q| q.hand(role, ticket, reply));
+                Some(Step::Read(mut turn)) => {
+                    let replies = self.rq_read_turn(role, &mut turn);
+                    let (next, wake) =
+                        self.reply_queue.with(|q| q.hand(role, ticket, replies, turn.buffer));
                     signal::<F>(wake);
                     step = next;
                     registered = false;
@@ -458,6 +464,80 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
                     registered = true;
                 }
             }
+        }
+    }
+
+    /// Reply-queue, rule 2: one reader's turn. Reads the head's whole reply
+    /// with `vhost_user_read`'s checks and log lines (receiving into the
+    /// connection's buffer, one `recv` of whatever is there, until the reply
+    /// is whole or the stream ends), then frames, with the same checks,
+    /// every further reply that is already whole in the buffer, up to the
+    /// turn's pending count; stops after a failed reply. A partial reply
+    /// stays in the buffer.
+    fn rq_read_turn(&self, role: ThreadRole, turn: &mut Turn) -> Vec<RawReply> {
+        let mut replies = Vec::new();
+        while replies.len() < turn.pending {
+            let first = replies.is_empty();
+            if !first && !whole_message(turn.buffer.available()) {
+                break;
+            }
+            let reply = self.rq_frame_reply(role, turn.head.request, &mut turn.buffer);
+            let failed = reply.is_err();
+            replies.push(reply);
+            if failed {
+                break;
+            }
+        }
+        replies
+    }
+
+    /// `vhost_user_read` on the reply-queue's buffer: the header (logging
+    /// `Read %d instead of 12` if the stream ends or fails first, `Flags 0x%x
+    /// instead of 0x5.` without framing the payload), the size check, then
+    /// the payload (`Read %d instead of %d`). `request` is the request whose
+    /// reply is read first (for the messages only: later replies of a turn
+    /// are whole in the buffer, so only their flags and size can fail).
+    fn rq_frame_reply(&self, role: ThreadRole, request: u32, buf: &mut RecvBuffer) -> RawReply {
+        if let Err(read) = self.rq_fill(buf, HEADER_SIZE) {
+            let e = QemuError::ReadHeaderShort { read, request };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), None));
+        }
+        let b: &[u8; HEADER_SIZE] = buf.available()[..HEADER_SIZE].try_into().expect("12 bytes");
+        let h = Header::from_bytes(b);
+        if let Err(WireError::BadFlags { got, .. }) = h.validate_reply_flags() {
+            let e = QemuError::ReadHeaderFlags { flags: got };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        if let Err(WireError::PayloadTooLarge(size)) = h.validate_size() {
+            let e = QemuError::ReadHeaderSize { size };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        if self.widen_race_window {
+            F::yield_now();
+        }
+        let len = HEADER_SIZE + h.size as usize;
+        if let Err(read) = self.rq_fill(buf, len) {
+            let read = if read < 0 { read } else { read - HEADER_SIZE as i32 };
+            let e = QemuError::ReadPayloadShort { read, size: h.size };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        let payload = buf.available()[HEADER_SIZE..len].to_vec();
+        let fds = buf.consume(len);
+        Ok((h, payload, fds))
+    }
+
+    /// Receives into `buf` until it holds `len` unframed bytes; at the end of
+    /// the stream, `Err` with how many it holds (`-1` on a socket error, as
+    /// `vhost_user_read` reports a failed read).
+    fn rq_fill(&self, buf: &mut RecvBuffer, len: usize) -> Result<(), i32> {
+        match buf.fill(&self.main, len) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(buf.available().len() as i32),
+            Err(_) => Err(-1),
         }
     }
 
@@ -536,6 +616,14 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             self.record.log(role, QemuError::IotlbUpdateFailed);
         }
         r
+    }
+}
+
+/// Whether `bytes` begin with a whole message (header and announced payload).
+fn whole_message(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_SIZE && {
+        let h = Header::from_bytes(bytes[..HEADER_SIZE].try_into().expect("12 bytes"));
+        bytes.len() >= HEADER_SIZE + h.size as usize
     }
 }
 

@@ -7,15 +7,20 @@
 //! Models the design's four rules as state:
 //! 1. a FIFO of pending requesters ([`Pending`]: a ticket, the thread's role
 //!    and the request code), appended to by [`ReplyQueue::enqueue`] in the
-//!    same critical section as the send (the front-end sends while holding
-//!    this monitor, which is the connection's write lock: held for one
-//!    enqueue and one send, never across a round trip), so that the FIFO is
-//!    in wire order;
+//!    same critical section of the connection's write lock as the send (the
+//!    front-end's, held for one enqueue and one send, never across a round
+//!    trip; this monitor is taken inside it for the enqueue only), so that
+//!    the FIFO is in wire order;
 //! 2. one reader at a time ([`ReplyQueue::next_step`] makes a waiter the
-//!    reader when nobody is reading); the reader reads one whole reply and
-//!    [`ReplyQueue::hand`] pops the head and gives it the reply (or, after a
-//!    read error, fails every pending entry: the stream's framing is lost);
-//!    the reader keeps reading while its own reply has not come;
+//!    reader when nobody is reading, and lends it the connection's
+//!    [`RecvBuffer`] for its turn); the reader frames every whole reply the
+//!    buffer holds (receiving, with one `recv` of what is there, only while
+//!    the head's reply is not whole), and [`ReplyQueue::hand`] pops one head
+//!    per reply and gives it its reply, in order (or, after a read error,
+//!    fails every pending entry: the stream's framing is lost); handing two
+//!    replies in one turn is the same as the same reader taking two turns in
+//!    a row; the reader keeps reading while its own reply has not come, and
+//!    a partial reply stays in the buffer for the next reader;
 //! 3. the BQL as a token in the same state ([`LendableBql`]): a holder that
 //!    waits for a reply lends it ([`ReplyQueue::lend`]), the main loop's
 //!    back-end channel handler borrows it ([`ReplyQueue::bql_borrow`]) and
@@ -43,6 +48,7 @@ use std::os::fd::OwnedFd;
 
 use crate::frontend::FrontendError;
 use crate::scenario::ThreadRole;
+use crate::transport::RecvBuffer;
 use crate::wire::Header;
 
 /// One whole reply as the reader read it for a requester (header, payload,
@@ -84,6 +90,19 @@ pub enum BqlGrant {
     Borrowed,
 }
 
+/// A reader's turn ([`Step::Read`]): the head of the FIFO whose reply it
+/// reads first, how many requests are pending (it may frame as many
+/// replies), and the connection's buffer, lent for the turn.
+#[derive(Debug)]
+pub struct Turn {
+    /// The FIFO's head: the next reply is its.
+    pub head: Pending,
+    /// Pending requests now, the head included: the most replies to frame.
+    pub pending: usize,
+    /// The connection's receive buffer, given back with [`ReplyQueue::hand`].
+    pub buffer: RecvBuffer,
+}
+
 /// What a waiting requester does next ([`ReplyQueue::next_step`],
 /// [`ReplyQueue::hand`]).
 #[derive(Debug)]
@@ -91,8 +110,9 @@ pub enum Step {
     /// Its reply (or error) has been handed to it and it has the BQL back
     /// if it lent it: return this.
     Done(RawReply),
-    /// It is the reader: read one whole reply for this head of the FIFO.
-    Read(Pending),
+    /// It is the reader: read the whole reply of this turn's head, and any
+    /// more whole replies already received, in FIFO order.
+    Read(Turn),
 }
 
 /// Why [`ReplyQueue::enqueue`] refused a request.
@@ -110,6 +130,8 @@ pub struct ReplyQueue<W = ()> {
     handed: Vec<(u64, RawReply)>,
     asleep: Vec<(u64, W)>,
     reader: Option<u64>,
+    /// The receive buffer while nobody reads (`None` during a turn).
+    buffer: Option<RecvBuffer>,
     next_ticket: u64,
     failed: bool,
     /// The BQL, when the policy is reply-queue.
@@ -129,6 +151,7 @@ impl<W> Default for ReplyQueue<W> {
             handed: Vec::new(),
             asleep: Vec::new(),
             reader: None,
+            buffer: Some(RecvBuffer::default()),
             next_ticket: 0,
             failed: false,
             bql: LendableBql::default(),
@@ -200,7 +223,7 @@ impl<W: Clone> ReplyQueue<W> {
     }
 
     /// Takes back `ticket` whose send failed (under the write lock, so it is
-    /// the last entry and nobody has seen it).
+    /// the last entry, and no reply for it can have been read).
     pub fn withdraw(&mut self, ticket: u64) {
         if self.pending.back().is_some_and(|p| p.ticket == ticket) {
             self.pending.pop_back();
@@ -241,15 +264,21 @@ impl<W: Clone> ReplyQueue<W> {
         if let Some(i) = self.handed.iter().position(|(t, _)| *t == ticket) {
             return self.take_handed(role, i);
         }
-        match self.reader {
-            Some(r) if r == ticket => self.pending.front().copied().map(Step::Read),
-            Some(_) => None,
-            None => {
-                let head = self.pending.front().copied()?;
-                self.reader = Some(ticket);
-                Some(Step::Read(head))
-            }
+        if self.reader.is_some() {
+            debug_assert_ne!(self.reader, Some(ticket), "a reader's turn goes on through `hand`");
+            return None;
         }
+        let turn = self.turn()?;
+        self.reader = Some(ticket);
+        Some(Step::Read(turn))
+    }
+
+    /// A reader's turn for the FIFO's head, with the buffer lent out; `None`
+    /// when nothing is pending.
+    fn turn(&mut self) -> Option<Turn> {
+        let head = self.pending.front().copied()?;
+        let buffer = self.buffer.take().expect("the buffer is lent to one reader at a time");
+        Some(Turn { head, pending: self.pending.len(), buffer })
     }
 
     /// The handed reply at `i` for `role`, unless `role` lent the BQL and
@@ -265,37 +294,43 @@ impl<W: Clone> ReplyQueue<W> {
         Some(Step::Done(self.handed.swap_remove(i).1))
     }
 
-    /// Rule 2, after the reader (`ticket`, thread `role`) read `reply` for
-    /// the head: pops the head and hands it the reply; after a failed read,
-    /// fails every pending entry too. The reader stays the reader while its
-    /// own reply has not come. Returns the reader's next step (`None`: wait,
-    /// its reply is there but the lent BQL is not back) and whether to wake
-    /// the other waiters (a reply went to another thread, or the reader role
-    /// is free while requests are still pending).
+    /// Rule 2, after the reader (`ticket`, thread `role`) read `replies`
+    /// (in stream order, at most the turn's pending count): pops one head
+    /// per reply and hands it the reply; after a failed read, fails every
+    /// pending entry too. Takes the buffer back. The reader stays the reader
+    /// (with a new turn) while its own reply has not come. Returns the
+    /// reader's next step (`None`: wait, its reply is there but the lent BQL
+    /// is not back) and the wakers to signal (every other thread handed a
+    /// reply, and the new head's when the reader's turn ends with requests
+    /// still pending).
     pub fn hand(
         &mut self,
         role: ThreadRole,
         ticket: u64,
-        reply: RawReply,
+        replies: Vec<RawReply>,
+        buffer: RecvBuffer,
     ) -> (Option<Step>, Vec<W>) {
         let mut wake = Vec::new();
-        let failed = reply.is_err();
-        let head = self.pending.pop_front();
-        if let Some(head) = head {
-            self.handed.push((head.ticket, reply));
-            if head.ticket != ticket {
-                self.wake(head.ticket, &mut wake);
+        self.buffer = Some(buffer);
+        for reply in replies {
+            let failed = reply.is_err();
+            if let Some(head) = self.pending.pop_front() {
+                self.handed.push((head.ticket, reply));
+                if head.ticket != ticket {
+                    self.wake(head.ticket, &mut wake);
+                }
             }
-        }
-        if failed {
-            self.failed = true;
-            for p in self.pending.drain(..) {
-                self.handed.push((p.ticket, Err((FrontendError::ReplyChannelFailed, None))));
+            if failed {
+                self.failed = true;
+                for p in self.pending.drain(..) {
+                    self.handed.push((p.ticket, Err((FrontendError::ReplyChannelFailed, None))));
+                }
+                wake.extend(self.asleep.drain(..).map(|(_, w)| w));
+                break;
             }
-            wake.extend(self.asleep.drain(..).map(|(_, w)| w));
         }
         let Some(i) = self.handed.iter().position(|(t, _)| *t == ticket) else {
-            return (self.pending.front().copied().map(Step::Read), wake);
+            return (self.turn().map(Step::Read), wake);
         };
         // The reader's turn ends: the new head's requester reads next.
         self.reader = None;
@@ -371,6 +406,10 @@ mod tests {
         Ok((Header::reply(request, 8), vec![0; 8], Vec::new()))
     }
 
+    fn one(r: RawReply) -> Vec<RawReply> {
+        vec![r]
+    }
+
     fn code(r: &RawReply) -> Option<u32> {
         r.as_ref().ok().map(|(h, _, _)| h.request)
     }
@@ -379,9 +418,10 @@ mod tests {
     fn one_thread_is_write_then_read_without_hand_off() {
         let mut q = ReplyQueue::<()>::new();
         let t = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
-        let Some(Step::Read(head)) = q.next_step(DS, t) else { panic!("becomes the reader") };
-        assert_eq!(head.ticket, t);
-        let (Some(Step::Done(got)), wake) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+        let Some(Step::Read(turn)) = q.next_step(DS, t) else { panic!("becomes the reader") };
+        assert_eq!(turn.head.ticket, t);
+        let (Some(Step::Done(got)), wake) = q.hand(DS, t, one(ack(Request::IotlbMsg)), turn.buffer)
+        else {
             panic!("its own reply at once")
         };
         assert!(wake.is_empty(), "nobody else to wake");
@@ -396,18 +436,22 @@ mod tests {
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
         // b waits first and becomes the reader; the head is a's request.
-        let Some(Step::Read(head)) = q.next_step(PL, b) else { panic!("b reads") };
-        assert_eq!(head.ticket, a);
+        let Some(Step::Read(turn)) = q.next_step(PL, b) else { panic!("b reads") };
+        assert_eq!((turn.head.ticket, turn.pending), (a, 2));
         assert!(q.next_step_or_sleep(DS, a, &()).is_none(), "a sleeps: b is reading");
-        let (Some(Step::Read(head)), wake) = q.hand(PL, b, ack(Request::IotlbMsg)) else {
+        let (Some(Step::Read(turn)), wake) =
+            q.hand(PL, b, one(ack(Request::IotlbMsg)), turn.buffer)
+        else {
             panic!("not b's reply: b reads on")
         };
         assert_eq!(wake.len(), 1, "a, and only a, is woken");
-        assert_eq!(head.ticket, b);
+        assert_eq!(turn.head.ticket, b);
         assert_eq!(q.reader(), Some(b), "b keeps reading");
         let Some(Step::Done(r)) = q.next_step(DS, a) else { panic!("a has its reply") };
         assert_eq!(code(&r), Some(Request::IotlbMsg as u32));
-        let (Some(Step::Done(r)), wake) = q.hand(PL, b, ack(Request::PostcopyEnd)) else {
+        let (Some(Step::Done(r)), wake) =
+            q.hand(PL, b, one(ack(Request::PostcopyEnd)), turn.buffer)
+        else {
             panic!("b's own reply")
         };
         assert!(wake.is_empty(), "nobody left to wake");
@@ -419,16 +463,42 @@ mod tests {
         let mut q = ReplyQueue::<()>::new();
         let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
         let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
-        let Some(Step::Read(_)) = q.next_step(DS, a) else { panic!("a reads") };
+        let Some(Step::Read(turn)) = q.next_step(DS, a) else { panic!("a reads") };
         assert!(q.next_step_or_sleep(PL, b, &()).is_none(), "b sleeps");
         let err = Err((FrontendError::Protocol("end of stream"), None));
-        let (Some(Step::Done(Err(_))), wake) = q.hand(DS, a, err) else {
+        let (Some(Step::Done(Err(_))), wake) = q.hand(DS, a, one(err), turn.buffer) else {
             panic!("a gets the read error")
         };
         assert_eq!(wake.len(), 1, "b is woken");
         let Some(Step::Done(r)) = q.next_step(PL, b) else { panic!("b is failed, not left") };
         assert!(matches!(r, Err((FrontendError::ReplyChannelFailed, None))));
         assert_eq!(q.enqueue(ML, Request::IotlbMsg as u32), Err(Failed));
+    }
+
+    #[test]
+    fn one_turn_hands_several_replies_in_fifo_order_and_keeps_the_partial_tail() {
+        let mut q = ReplyQueue::<()>::new();
+        let a = q.enqueue(DS, Request::IotlbMsg as u32).unwrap();
+        let b = q.enqueue(PL, Request::PostcopyEnd as u32).unwrap();
+        let c = q.enqueue(ML, Request::IotlbMsg as u32).unwrap();
+        let Some(Step::Read(mut turn)) = q.next_step(DS, a) else { panic!("a reads") };
+        assert_eq!(turn.pending, 3);
+        assert!(q.next_step_or_sleep(PL, b, &()).is_none());
+        assert!(q.next_step_or_sleep(ML, c, &()).is_none());
+        let spare = turn.buffer.spare();
+        spare[..5].copy_from_slice(b"tail!");
+        turn.buffer.received(5, Vec::new());
+        let replies = vec![ack(Request::IotlbMsg), ack(Request::PostcopyEnd)];
+        let (Some(Step::Done(r)), wake) = q.hand(DS, a, replies, turn.buffer) else {
+            panic!("a's reply came first")
+        };
+        assert_eq!(code(&r), Some(Request::IotlbMsg as u32));
+        assert_eq!(wake.len(), 2, "b (its reply) and c (the new head, who reads next)");
+        let Some(Step::Done(r)) = q.next_step(PL, b) else { panic!("b has its reply") };
+        assert_eq!(code(&r), Some(Request::PostcopyEnd as u32));
+        let Some(Step::Read(turn)) = q.next_step(ML, c) else { panic!("c reads next") };
+        assert_eq!((turn.head.ticket, turn.pending), (c, 1));
+        assert_eq!(turn.buffer.available(), b"tail!", "the partial reply waits in the buffer");
     }
 
     #[test]
@@ -461,8 +531,8 @@ mod tests {
         assert!(!q.bql_try_lock(PL), "lent only to the back-end channel handler");
         assert_eq!(q.bql_borrow(ML), Some(BqlGrant::Borrowed));
         assert_eq!(q.bql_borrow(ML), None, "lent once at a time");
-        let Some(Step::Read(_)) = q.next_step(DS, t) else { panic!("the holder reads") };
-        let (None, _) = q.hand(DS, t, ack(Request::IotlbMsg)) else {
+        let Some(Step::Read(turn)) = q.next_step(DS, t) else { panic!("the holder reads") };
+        let (None, _) = q.hand(DS, t, one(ack(Request::IotlbMsg)), turn.buffer) else {
             panic!("BQL still borrowed: wait")
         };
         assert!(q.next_step_or_sleep(DS, t, &()).is_none(), "waits for the BQL");

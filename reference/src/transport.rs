@@ -10,6 +10,7 @@
 //! Leaves out: non-blocking I/O and QEMU's nested main-loop reads
 //! (`vhost_user_read` with a GMainLoop); reads here simply block.
 
+use std::ops::Range;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 pub mod memory;
@@ -49,6 +50,11 @@ pub trait Transport: Send + Sync {
     /// Reads at most `buf.len()` bytes, blocking until at least one byte is
     /// there; returns 0 at end of stream. Descriptors that arrive with these
     /// bytes are appended to `fds` (the caller owns, and so closes, them).
+    /// They come with the first byte of the message that carries them, and
+    /// a read that gets them ends at the latest with that message (Linux
+    /// stops a stream `recvmsg` after the segment that carries `SCM_RIGHTS`,
+    /// and each `sendmsg` starts a new segment): so they belong to the last
+    /// message that begins in the bytes read.
     fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, TransportError>;
 
     /// Shuts both directions down: blocked and later reads on either end
@@ -60,6 +66,101 @@ pub trait Transport: Send + Sync {
     /// `true` at once, and the next read blocks as before.
     fn wait_readable(&self, timeout: std::time::Duration) -> Result<bool, TransportError> {
         let _ = timeout;
+        Ok(true)
+    }
+}
+
+/// Bytes of a [`RecvBuffer`]: room for the largest message (a 12-byte
+/// header and [`crate::wire::MAX_PAYLOAD`]) after any partial one.
+const REPLY_BUFFER_SIZE: usize = 3 * 4096;
+
+/// A receive buffer for a reader that frames messages itself: bytes
+/// received and not yet framed, with the descriptors that came with them,
+/// so that one `recv` of whatever is there can serve several messages (the
+/// reply-queue's reader, lent it by [`crate::reply_queue::ReplyQueue`] for a
+/// turn, and the back-end's request loop).
+///
+/// Descriptors belong to the message that carries them, and a receive ends
+/// with that message ([`crate::transport::Transport::recv`]): the
+/// descriptors of one receive go to the last message that begins in its
+/// bytes, which is the first message that begins in them and reaches their
+/// end.
+#[derive(Debug, Default)]
+pub struct RecvBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Stream offset of `bytes[start]`.
+    offset: u64,
+    /// Descriptors received, with the stream range of their receive.
+    fds: Vec<(Range<u64>, Vec<OwnedFd>)>,
+}
+
+impl RecvBuffer {
+    /// The bytes received and not yet framed.
+    pub fn available(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    /// Room for one receive (at least [`crate::wire::MAX_PAYLOAD`] bytes):
+    /// the unframed bytes move to the front first.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.bytes.is_empty() {
+            self.bytes = vec![0; REPLY_BUFFER_SIZE];
+        }
+        if self.start > 0 {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.bytes[self.end..]
+    }
+
+    /// Records a receive of `n` bytes into [`RecvBuffer::spare`] and the
+    /// descriptors that came with them.
+    pub fn received(&mut self, n: usize, fds: Vec<OwnedFd>) {
+        let at = self.offset + (self.end - self.start) as u64;
+        self.end += n;
+        if !fds.is_empty() {
+            self.fds.push((at..at + n as u64, fds));
+        }
+    }
+
+    /// Frames the first `len` unframed bytes as one message and returns its
+    /// descriptors: those of a receive in which it begins and which it
+    /// reaches the end of. Descriptors of receives it covers are closed
+    /// (none arrive that way on a well-formed stream).
+    pub fn consume(&mut self, len: usize) -> Vec<OwnedFd> {
+        let (begin, end) = (self.offset, self.offset + len as u64);
+        let mut mine = Vec::new();
+        self.fds.retain_mut(|(r, fds)| {
+            if r.contains(&begin) && end >= r.end {
+                mine.append(fds);
+            }
+            r.end > end
+        });
+        self.start += len;
+        self.offset = end;
+        mine
+    }
+}
+
+impl RecvBuffer {
+    /// Receives from `t` until the buffer holds `len` unframed bytes; at the
+    /// end of the stream `Ok(false)` (the bytes received stay there).
+    pub fn fill<T: Transport + ?Sized>(
+        &mut self,
+        t: &T,
+        len: usize,
+    ) -> Result<bool, TransportError> {
+        while self.available().len() < len {
+            let mut fds = Vec::new();
+            let n = t.recv(self.spare(), &mut fds)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.received(n, fds);
+        }
         Ok(true)
     }
 }
@@ -81,4 +182,28 @@ pub fn read_all<T: Transport + ?Sized>(
         got += n;
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_go_to_the_last_message_that_begins_in_their_receive() {
+        let file = || OwnedFd::from(std::fs::File::open("/proc/self/exe").unwrap());
+        let mut buf = RecvBuffer::default();
+        // One receive: a 20-byte message, then a 12-byte one that carries a
+        // descriptor (the receive ends with it).
+        buf.spare()[..32].fill(7);
+        buf.received(32, vec![file()]);
+        assert!(buf.consume(20).is_empty(), "a later message begins in the receive");
+        assert_eq!(buf.consume(12).len(), 1);
+        // A receive that ends inside the message carrying a descriptor.
+        buf.spare()[..4].fill(7);
+        buf.received(4, vec![file()]);
+        buf.spare()[..16].fill(7);
+        buf.received(16, Vec::new());
+        assert_eq!(buf.consume(20).len(), 1);
+        assert!(buf.available().is_empty());
+    }
 }

@@ -159,3 +159,15 @@ fn a_main_loop_waiting_for_its_bottom_half_stops_at_shutdown() {
     }
     assert_eq!(Join::join(backend).unwrap().unwrap(), 0);
 }
+
+/// Under reply-queue the handshake's replies go through the buffered reader:
+/// POSTCOPY_ADVISE's descriptor still reaches its reply, with whole reads
+/// and with short ones, and the scenario then runs clean.
+#[test]
+fn reply_queue_handshake_gets_postcopy_advises_descriptor_through_the_buffered_reader() {
+    for short_reads in [false, true] {
+        let scenario = Scenario { short_reads, ..Scenario::default() };
+        let log = run_once(Variant::new(LockPolicy::ReplyQueue), &scenario, true);
+        assert!(log.is_empty(), "short reads {short_reads}: {log:?}");
+    }
+}

@@ -2,9 +2,12 @@
 //! one request at a time over any [`Transport`], calling a
 //! [`BackendReqHandler`] for what the device does.
 //!
-//! Models: reading a header and its payload (with descriptors), QEMU's
-//! request check ([`Header::validate_request`]), the payload size and the
-//! number of descriptors each request takes, and the answer: REPLY_ACK as
+//! Models: reading a header and its payload (with descriptors) through a
+//! receive buffer (one `recv` of whatever is there, framed into whole
+//! requests served in order; descriptors go to the message that carries
+//! them, see [`Transport::recv`]), QEMU's request check
+//! ([`Header::validate_request`]), the payload size and the number of
+//! descriptors each request takes, and the answer: REPLY_ACK as
 //! rust-vmm's back-end applies it (an ack only when REPLY_ACK is negotiated
 //! and the request has NEED_REPLY; GET_* requests, SET_LOG_BASE and
 //! POSTCOPY_ADVISE always answer with their body; a failure ack for a
@@ -36,7 +39,7 @@ use super::plan::{self, ReplyPlan};
 use super::postcopy::{self, FaultInjection};
 use super::trace::{Direction, TraceEvent};
 use super::{BackendConfig, BackendError, ReferenceDevice};
-use crate::transport::{read_all, Transport, TransportError, UnixTransport};
+use crate::transport::{read_all, RecvBuffer, Transport, TransportError, UnixTransport};
 use crate::wire::{
     self, Header, IotlbMsg, IotlbType, MemoryRegion, ProtocolFeatures, Request, VringAddr,
     WireError, HEADER_SIZE, VRING_IDX_MASK, VRING_NOFD_MASK,
@@ -57,6 +60,8 @@ pub struct Backend<T: Transport, H: BackendReqHandler = ReferenceDevice> {
     faults: FaultInjection,
     held: Option<(Vec<u8>, Instant)>,
     mem_table_ack_pending: bool,
+    /// Bytes read from the main socket and not yet framed into requests.
+    inbox: RecvBuffer,
 }
 
 impl<T: Transport, H: BackendReqHandler> std::fmt::Debug for Backend<T, H> {
@@ -121,6 +126,7 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
             faults: FaultInjection::default(),
             held: None,
             mem_table_ack_pending: false,
+            inbox: RecvBuffer::default(),
         }
     }
 
@@ -177,6 +183,8 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
             r => r,
         };
         self.main.shutdown();
+        // Descriptors of requests read ahead and never served close now.
+        self.inbox = RecvBuffer::default();
         if let Some(c) = &self.channel {
             c.shutdown();
         }
@@ -193,26 +201,29 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
             }
             if let Some((_, since)) = &self.held {
                 let left = postcopy::HOLD_LIMIT.saturating_sub(since.elapsed());
-                if left.is_zero() || !self.main.wait_readable(left)? {
+                let ready = !self.inbox.available().is_empty();
+                if left.is_zero() || !(ready || self.main.wait_readable(left)?) {
                     self.release_held("the hold's limit passed")?;
                 }
             }
-            let mut fds = Vec::new();
-            let mut b = [0u8; HEADER_SIZE];
-            let n = read_all(&self.main, &mut b, &mut fds)?;
-            if n == 0 {
-                return Ok(());
+            // One `recv` of whatever is there serves every request it holds.
+            if !self.inbox.fill(&self.main, HEADER_SIZE)? {
+                return match self.inbox.available().len() {
+                    0 => Ok(()),
+                    got => Err(BackendError::EofMidMessage { got, expected: HEADER_SIZE }),
+                };
             }
-            if n < HEADER_SIZE {
-                return Err(BackendError::EofMidMessage { got: n, expected: HEADER_SIZE });
-            }
-            let h = Header::from_bytes(&b);
+            let b: &[u8; HEADER_SIZE] =
+                self.inbox.available()[..HEADER_SIZE].try_into().expect("12 bytes");
+            let h = Header::from_bytes(b);
             h.validate_request()?;
-            let mut payload = vec![0u8; h.size as usize];
-            let n = read_all(&self.main, &mut payload, &mut fds)?;
-            if n < payload.len() {
-                return Err(BackendError::EofMidMessage { got: n, expected: payload.len() });
+            let len = HEADER_SIZE + h.size as usize;
+            if !self.inbox.fill(&self.main, len)? {
+                let got = self.inbox.available().len() - HEADER_SIZE;
+                return Err(BackendError::EofMidMessage { got, expected: h.size as usize });
             }
+            let payload = self.inbox.available()[HEADER_SIZE..len].to_vec();
+            let fds = self.inbox.consume(len);
             self.trace_event(Direction::Received, &h, fds.len(), describe(&h, &payload));
             match Request::try_from(h.request) {
                 Ok(request) => self.dispatch(h, request, &payload, fds)?,

@@ -8,7 +8,8 @@
 //! shutdown of either end makes reads on both ends return end of stream once
 //! the buffered bytes are gone, as `shutdown(SHUT_RDWR)` on a Unix
 //! socket, and descriptors travel with the first byte of their message (they
-//! are duplicated on send, as the kernel does with `SCM_RIGHTS`).
+//! are duplicated on send, as the kernel does with `SCM_RIGHTS`) and end
+//! the receive that gets them at their message's end, as Linux does.
 //!
 //! [`MemoryTransport::pair_with_chunk`] caps each receive to model short reads
 //! ([`crate::scenario::Scenario::short_reads`]).
@@ -33,8 +34,9 @@ struct Streams {
     /// Bytes in flight, index 0 from end A to end B, index 1 from B to A.
     bytes: [VecDeque<u8>; 2],
     /// Descriptors per direction, with the stream offset of the byte they
-    /// arrive with (counted from the start of the direction's stream).
-    fds: [VecDeque<(u64, Vec<OwnedFd>)>; 2],
+    /// arrive with (counted from the start of the direction's stream) and
+    /// the length of the message that carries them.
+    fds: [VecDeque<(u64, u64, Vec<OwnedFd>)>; 2],
     /// Bytes consumed so far per direction.
     consumed: [u64; 2],
     /// Bytes ever written per direction.
@@ -156,7 +158,7 @@ impl<F: SyncFamily> MemoryTransport<F> {
                 return Err(TransportError::Closed);
             }
             if !owned.is_empty() {
-                s.fds[dir].push_back((s.written[dir], owned));
+                s.fds[dir].push_back((s.written[dir], bytes.len() as u64, owned));
             }
             s.bytes[dir].extend(bytes);
             s.written[dir] += bytes.len() as u64;
@@ -178,14 +180,21 @@ impl<F: SyncFamily> MemoryTransport<F> {
             if s.bytes[dir].is_empty() {
                 return s.closed.then(|| (0, Vec::new()));
             }
-            let n = want.min(s.bytes[dir].len());
+            let mut n = want.min(s.bytes[dir].len());
+            // As Linux: a read that gets descriptors ends with their message.
+            if let Some((at, len, _)) = s.fds[dir].front() {
+                let carrier_end = at + len.max(&1);
+                if *at < s.consumed[dir] + n as u64 {
+                    n = n.min((carrier_end - s.consumed[dir]) as usize);
+                }
+            }
             for (dst, src) in buf.iter_mut().zip(s.bytes[dir].drain(..n)) {
                 *dst = src;
             }
             let end = s.consumed[dir] + n as u64;
             let mut got = Vec::new();
-            while s.fds[dir].front().is_some_and(|(at, _)| *at < end) {
-                got.extend(s.fds[dir].pop_front().expect("front exists").1);
+            while s.fds[dir].front().is_some_and(|(at, _, _)| *at < end) {
+                got.extend(s.fds[dir].pop_front().expect("front exists").2);
             }
             s.consumed[dir] = end;
             Some((n, got))
@@ -225,5 +234,20 @@ mod tests {
         b.shutdown();
         assert_eq!(a.recv(&mut p, &mut fds).unwrap(), 0);
         assert!(matches!(a.send(&[0], &[]), Err(TransportError::Closed)));
+    }
+
+    #[test]
+    fn a_read_that_gets_descriptors_ends_with_the_message_that_carries_them() {
+        let (a, b) = MemoryTransport::<ParkingLot>::pair();
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        a.send(&[1; 20], &[]).unwrap();
+        a.send(&[2; 12], &[file.as_fd()]).unwrap();
+        a.send(&[3; 12], &[]).unwrap();
+        let mut buf = [0u8; 64];
+        let mut fds = Vec::new();
+        assert_eq!(b.recv(&mut buf, &mut fds).unwrap(), 32, "up to the carrier's end");
+        assert_eq!(fds.len(), 1);
+        assert_eq!(b.recv(&mut buf, &mut fds).unwrap(), 12);
+        assert_eq!(fds.len(), 1, "no more descriptors");
     }
 }

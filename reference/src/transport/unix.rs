@@ -163,4 +163,19 @@ mod tests {
         assert_eq!(h.join().unwrap(), 0);
         assert!(matches!(a.send(b"x", &[]), Err(TransportError::Closed)));
     }
+
+    #[test]
+    fn a_read_that_gets_descriptors_ends_with_the_message_that_carries_them() {
+        let (a, b) = UnixTransport::pair().unwrap();
+        let (x, _y) = UnixTransport::pair().unwrap();
+        a.send(&[1; 20], &[]).unwrap();
+        a.send(&[2; 12], &[x.as_fd()]).unwrap();
+        a.send(&[3; 12], &[]).unwrap();
+        let mut buf = [0u8; 64];
+        let mut fds = Vec::new();
+        assert_eq!(b.recv(&mut buf, &mut fds).unwrap(), 32, "up to the carrier's end");
+        assert_eq!(fds.len(), 1);
+        assert_eq!(b.recv(&mut buf, &mut fds).unwrap(), 12);
+        assert_eq!(fds.len(), 1, "no more descriptors");
+    }
 }
