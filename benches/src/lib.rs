@@ -8,7 +8,8 @@
 //!   thread exchanging the IOTLB_MSG byte sizes (44-byte request, 20-byte
 //!   reply) with plain `read`/`write`: no parsing, no lock, no allocation.
 //!   Optionally with header and payload read separately on both sides, as
-//!   QEMU and the reference back-end read (to attribute the reference's gap).
+//!   QEMU's front-end reads (the reference back-end receives into a buffer
+//!   since the reply-queue work, so the split attributes the front-end's part).
 //! - [`reference_channel`]: the reference front-end over a real socketpair
 //!   against the reference back-end, handshaken as QEMU does
 //!   ([`reference::harness::over_socketpair`]), for IOTLB updates
@@ -141,8 +142,8 @@ fn read_exact_or_eof(s: &mut UnixStream, buf: &mut [u8]) -> bool {
 
 impl PingPong {
     /// A connected pair and its echo thread. With `split_reads`, both sides
-    /// read the 12-byte header and the payload as two reads (QEMU's and the
-    /// reference's pattern); without, one read per message.
+    /// read the 12-byte header and the payload as two reads (QEMU's
+    /// front-end's pattern); without, one read per message.
     pub fn new(split_reads: bool) -> PingPong {
         let (stream, mut peer) = UnixStream::pair().expect("socketpair");
         let echo = std::thread::Builder::new()
