@@ -256,6 +256,36 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         Ok(())
     }
 
+    /// `vhost_user_read_header`'s flags check: not 0x5 logs `Flags 0x%x
+    /// instead of 0x5.` and fails the read.
+    fn check_reply_flags(
+        &self,
+        role: ThreadRole,
+        h: Header,
+    ) -> Result<(), (FrontendError, Option<Header>)> {
+        if let Err(WireError::BadFlags { got, .. }) = h.validate_reply_flags() {
+            let e = QemuError::ReadHeaderFlags { flags: got };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        Ok(())
+    }
+
+    /// `vhost_user_read`'s size check: over the maximum logs `Size %d
+    /// exceeds the maximum` and fails the read before the payload.
+    fn check_reply_size(
+        &self,
+        role: ThreadRole,
+        h: Header,
+    ) -> Result<(), (FrontendError, Option<Header>)> {
+        if let Err(WireError::PayloadTooLarge(size)) = h.validate_size() {
+            let e = QemuError::ReadHeaderSize { size };
+            self.record.log(role, e);
+            return Err((FrontendError::Logged(e), Some(h)));
+        }
+        Ok(())
+    }
+
     /// `vhost_user_read_header`: reads exactly 12 bytes; if fewer, logs
     /// `Read %d instead of 12`; if the flags are not 0x5 logs `Flags 0x%x
     /// instead of 0x5.` and fails without reading the payload. `request` is
@@ -277,11 +307,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             return Err((FrontendError::Logged(e), None));
         }
         let h = Header::from_bytes(&b);
-        if let Err(WireError::BadFlags { got, .. }) = h.validate_reply_flags() {
-            let e = QemuError::ReadHeaderFlags { flags: got };
-            self.record.log(role, e);
-            return Err((FrontendError::Logged(e), Some(h)));
-        }
+        self.check_reply_flags(role, h)?;
         Ok(h)
     }
 
@@ -295,11 +321,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
     ) -> Result<(Header, Vec<u8>, Vec<OwnedFd>), (FrontendError, Option<Header>)> {
         let mut fds = Vec::new();
         let h = self.vhost_user_read_header(role, request, &mut fds)?;
-        if let Err(WireError::PayloadTooLarge(size)) = h.validate_size() {
-            let e = QemuError::ReadHeaderSize { size };
-            self.record.log(role, e);
-            return Err((FrontendError::Logged(e), Some(h)));
-        }
+        self.check_reply_size(role, h)?;
         if self.widen_race_window {
             F::yield_now();
         }
@@ -505,16 +527,8 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         }
         let b: &[u8; HEADER_SIZE] = buf.available()[..HEADER_SIZE].try_into().expect("12 bytes");
         let h = Header::from_bytes(b);
-        if let Err(WireError::BadFlags { got, .. }) = h.validate_reply_flags() {
-            let e = QemuError::ReadHeaderFlags { flags: got };
-            self.record.log(role, e);
-            return Err((FrontendError::Logged(e), Some(h)));
-        }
-        if let Err(WireError::PayloadTooLarge(size)) = h.validate_size() {
-            let e = QemuError::ReadHeaderSize { size };
-            self.record.log(role, e);
-            return Err((FrontendError::Logged(e), Some(h)));
-        }
+        self.check_reply_flags(role, h)?;
+        self.check_reply_size(role, h)?;
         if self.widen_race_window {
             F::yield_now();
         }
