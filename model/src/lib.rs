@@ -162,11 +162,16 @@ pub struct ThreadState {
     /// not run yet: in QEMU other threads run between `read_all` returning
     /// and the message, so a thread can log after others that read later.
     pub pending_log: Option<QemuError>,
-    /// Reply queue: a whole reply has been handed to this thread (in `buf`).
-    pub reply_handed: bool,
 }
 
 impl ThreadState {
+    /// Reply queue, at `Op::AwaitReply`: whether a whole reply has been
+    /// handed to this thread (into `buf`, which a queue reader never fills
+    /// partly: it reads into `State::reader_buf`).
+    pub fn reply_handed(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     fn new(routine: Routine) -> Self {
         ThreadState {
             routine,
@@ -183,7 +188,6 @@ impl ThreadState {
             reported_success: None,
             reply_is_own: false,
             pending_log: None,
-            reply_handed: false,
         }
     }
 }
@@ -642,16 +646,15 @@ impl ReplyRace {
         if !reply.all_owned_by(head) {
             s.stolen = true;
         }
-        let t = s.thread_mut(head);
-        t.buf = reply;
-        t.reply_handed = true;
+        // A handed reply is never empty: a non-empty `buf` at `AwaitReply`
+        // is the hand-off.
+        s.thread_mut(head).buf = reply;
     }
 
     /// Reply queue: the reply handed to `role` goes through the same checks
     /// as a read one (`vhost_user_read_header`, then `process_message_reply`).
     fn exec_await_reply(&self, s: &mut State, role: ThreadRole) {
         let t = s.thread_mut(role);
-        t.reply_handed = false;
         let reply = t.buf.take_all();
         let hdr = reply.header();
         t.reply_is_own = reply.all_owned_by(role) && reply.starts_message();
@@ -926,7 +929,7 @@ impl Model for ReplyRace {
                 Routine::Running(_) => {
                     let op = self.current_op(t).expect("settled threads are at an op");
                     if op == Op::AwaitReply {
-                        if t.reply_handed {
+                        if t.reply_handed() {
                             if s.bql_lent_by != Some(role) {
                                 actions.push(Action::Step(role));
                             }

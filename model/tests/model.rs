@@ -533,7 +533,6 @@ fn smallest_states() -> Vec<State> {
         reported_success: None,
         reply_is_own: false,
         pending_log: None,
-        reply_handed: false,
     };
     let start = State {
         threads: [
