@@ -623,13 +623,7 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         role: ThreadRole,
         iova: u64,
     ) -> Result<(), FrontendError> {
-        let update = guest_iommu_translate(iova).ok_or(FrontendError::NoTranslation(iova))?;
-        let h = Header::request(Request::IotlbMsg, wire::IOTLB_PAYLOAD_SIZE, false);
-        let r = self.rq_write(role, h, &update.to_bytes(), &[], None).map(|_| ());
-        if r.is_err() {
-            self.record.log(role, QemuError::IotlbUpdateFailed);
-        }
-        r
+        self.iotlb_miss(role, iova, false)
     }
 }
 
@@ -680,7 +674,18 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         role: ThreadRole,
         msg: &IotlbMsg,
     ) -> Result<(), FrontendError> {
-        let h = Header::request(Request::IotlbMsg, wire::IOTLB_PAYLOAD_SIZE, true);
+        self.send_device_iotlb_msg(role, msg, true)
+    }
+
+    /// IOTLB_MSG with NEED_REPLY as asked, then `process_message_reply`
+    /// (nothing to read without NEED_REPLY).
+    fn send_device_iotlb_msg(
+        &self,
+        role: ThreadRole,
+        msg: &IotlbMsg,
+        need_reply: bool,
+    ) -> Result<(), FrontendError> {
+        let h = Header::request(Request::IotlbMsg, wire::IOTLB_PAYLOAD_SIZE, need_reply);
         self.request_with_ack(role, h, &msg.to_bytes(), &[])
     }
 
@@ -692,8 +697,18 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
         role: ThreadRole,
         iova: u64,
     ) -> Result<(), FrontendError> {
+        self.iotlb_miss(role, iova, true)
+    }
+
+    /// `vhost_device_iotlb_miss` with the update's NEED_REPLY as asked.
+    fn iotlb_miss(
+        &self,
+        role: ThreadRole,
+        iova: u64,
+        need_reply: bool,
+    ) -> Result<(), FrontendError> {
         let update = guest_iommu_translate(iova).ok_or(FrontendError::NoTranslation(iova))?;
-        let r = self.vhost_user_send_device_iotlb_msg(role, &update);
+        let r = self.send_device_iotlb_msg(role, &update, need_reply);
         if r.is_err() {
             self.record.log(role, QemuError::IotlbUpdateFailed);
         }
