@@ -168,14 +168,14 @@ fn model_postcopy(variant: Variant) -> String {
 /// does not (a finding to explain), 2 when nothing could run.
 pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
     catch_interrupts()?;
+    if let Some(v) = args.variants.iter().find(|v| !v.policy.in_qemu()) {
+        bail!(
+            "{v} is this project's design, not a QEMU patch: there is no binary to build; \
+             its evidence is the model (vhost-race scenarios) and the reference \
+             (vhost-race run --variant {v})"
+        );
+    }
     if let (true, Some(cache)) = (args.build, &args.cache) {
-        if let Some(v) = args.variants.iter().find(|v| !v.policy.in_qemu()) {
-            bail!(
-                "{v} is this project's design, not a QEMU patch: there is no binary to build; \
-                 its evidence is the model (vhost-race scenarios) and the reference \
-                 (vhost-race run --variant {v})"
-            );
-        }
         build_variants(cache, &args.variants)?;
     }
     let mut binaries: Vec<(Variant, PathBuf)> = if let Some(cache) = &args.cache {
