@@ -234,3 +234,19 @@ fn scenarios_finds_the_reply_queue_safe_and_the_mutex_hanging_on_need_reply_miss
     let text = vhost_race(&["scenarios", "--variant", "reply-queue", "--variant", "mutex"]);
     assert!(stdout(&text).contains("Safe on every scenario: reply-queue."), "{}", stdout(&text));
 }
+
+/// `qemu-matrix` refuses the reply queue, built or cached: no QEMU binary
+/// implements it, and the refusal says where its evidence is instead.
+#[test]
+fn qemu_matrix_refuses_the_reply_queue_with_one_line() {
+    for extra in [&[][..], &["--build"][..]] {
+        let args =
+            [&["qemu-matrix", "--cache", "/nonexistent", "--variant", "reply-queue"][..], extra]
+                .concat();
+        let o = vhost_race(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("reply-queue is this project's design, not a QEMU patch"), "{err}");
+    }
+}
