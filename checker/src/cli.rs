@@ -40,8 +40,14 @@ pub struct CheckArgs {
     /// Print JSON instead of text (for scripts).
     #[arg(long)]
     pub json: bool,
-    /// Checker threads (1 gives shortest, reproducible counterexamples).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Search every interleaving, without the partial-order reduction (same
+    /// verdicts, more states: the state counts the tests pin).
+    #[arg(long)]
+    pub full: bool,
+    /// Checker threads for --full (stateright's parallel checker; the
+    /// reduced search runs on one).
+    #[arg(long, default_value_t = 1, requires = "full",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     #[command(flatten)]
     pub bound: BoundArgs,
@@ -51,7 +57,7 @@ pub struct CheckArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BoundArgs {
     /// States a search may generate before it is refused as too large (the
-    /// default keeps a search under 2 GB of memory).
+    /// default keeps a search under 1 GB of memory).
     #[arg(long, default_value_t = verdict::DEFAULT_MAX_STATES as u64,
           value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
     pub max_states: u64,
@@ -231,6 +237,7 @@ impl CheckArgs {
             threads: usize::from(self.threads),
             progress: false,
             max_states: Some(self.bound.max_states as usize),
+            reduce: !self.full,
             shortest: true,
         }
     }
@@ -408,12 +415,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
             } else {
                 match &p.counterexample {
+                    None if row.reduced => emit(&format!(
+                        "{variant}: \"{name}\" holds in every reachable state (the \
+                         partial-order-reduced search visited {}; --full visits every one).\n",
+                        row.unique_states
+                    ))?,
                     None => emit(&format!(
                         "{variant}: \"{name}\" holds in all {} reachable states.\n",
                         row.unique_states
                     ))?,
                     Some(actions) => emit(&format!(
-                        "{variant}: \"{name}\" fails; shortest counterexample:\n\n{}",
+                        "{variant}: \"{name}\" fails; {}:\n\n{}",
+                        if p.shortest {
+                            "shortest counterexample".to_string()
+                        } else {
+                            format!(
+                                "counterexample ({} steps{})",
+                                actions.len(),
+                                output::NOT_SHORTEST
+                            )
+                        },
                         model::trace::render(&model, actions)
                     ))?,
                 }

@@ -167,7 +167,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     }
     let base = args.scenario.scenario()?;
     let bound = Bound { max_virtqueues: args.max_virtqueues, max_misses: args.max_misses };
-    let limits = Limits { max_nodes: args.bound.max_states as usize };
+    let limits = Limits { max_nodes: args.bound.max_states as usize, ..Limits::default() };
     let mut variants = if args.variants.is_empty() { Variant::all() } else { args.variants };
     let mut seen = Vec::new();
     variants.retain(|v| {

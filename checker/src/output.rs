@@ -41,8 +41,22 @@ pub fn matrix(scenario: &Scenario, rows: &[Verdict]) -> String {
     for (name, title) in PROPERTIES {
         let _ = writeln!(out, "  {:>11}  {name}", column(title));
     }
+    if rows.iter().any(|r| r.reduced) {
+        let _ = writeln!(
+            out,
+            "  {:>11}  distinct states of the partial-order-reduced search (the same verdicts \
+             as every interleaving; --full searches every interleaving)",
+            "states"
+        );
+    } else {
+        let _ = writeln!(out, "  {:>11}  distinct states, every interleaving", "states");
+    }
     out
 }
+
+/// What a counterexample's heading adds when it is not a shortest one.
+pub const NOT_SHORTEST: &str =
+    "; not the shortest: the breadth-first search for that one stopped at the state bound";
 
 /// Every ✗'s shortest counterexample, each diagram printed once per variant
 /// with the list of properties it breaks.
@@ -50,22 +64,23 @@ pub fn counterexamples(rows: &[Verdict]) -> String {
     let mut out = String::new();
     for row in rows {
         let model = ReplyRace::new(row.variant, row.scenario);
-        let mut shown: Vec<(&Vec<model::Action>, Vec<&str>)> = Vec::new();
+        let mut shown: Vec<(&Vec<model::Action>, Vec<&str>, bool)> = Vec::new();
         for p in &row.properties {
             if let Some(ce) = &p.counterexample {
-                match shown.iter_mut().find(|(a, _)| *a == ce) {
-                    Some((_, names)) => names.push(p.name),
-                    None => shown.push((ce, vec![p.name])),
+                match shown.iter_mut().find(|(a, _, _)| *a == ce) {
+                    Some((_, names, _)) => names.push(p.name),
+                    None => shown.push((ce, vec![p.name], p.shortest)),
                 }
             }
         }
-        for (actions, names) in shown {
+        for (actions, names, shortest) in shown {
             let _ = writeln!(
                 out,
-                "\n=== {}: counterexample to \"{}\" ({} steps)\n",
+                "\n=== {}: counterexample to \"{}\" ({} steps{})\n",
                 row.variant,
                 names.join("\", \""),
-                actions.len()
+                actions.len(),
+                if shortest { "" } else { NOT_SHORTEST }
             );
             out.push_str(&model::trace::render(&model, actions));
         }

@@ -40,6 +40,9 @@ pub struct ScenariosArgs {
     /// Print JSON instead of text (for scripts).
     #[arg(long)]
     json: bool,
+    /// Search every interleaving, without the partial-order reduction.
+    #[arg(long)]
+    full: bool,
     #[command(flatten)]
     bound: BoundArgs,
 }
@@ -72,7 +75,7 @@ pub fn run(args: ScenariosArgs) -> Result<ExitCode> {
     let combos = sweep::flag_combinations(base);
     let total = (combos.len() * variants.len()) as u64;
     let interrupt = Interrupt::install()?;
-    let opts = sweep::options(Some(args.bound.max_states as usize));
+    let opts = sweep::options(Some(args.bound.max_states as usize), !args.full);
     let start = Instant::now();
     let mut meter = Meter::new(Some(total));
     let mut rows: Vec<Row> = Vec::new();

@@ -23,7 +23,7 @@ fn no_arguments_prints_the_matrix_and_counterexamples() {
     let row = |v: &str| out.lines().find(|l| l.split_whitespace().next() == Some(v)).unwrap();
     assert!(row("qemu-9.1").contains('✗'));
     assert!(!row("mutex").contains('✗'));
-    assert!(row("mutex").contains(" 288 "));
+    assert!(row("mutex").contains(" 136 "), "the reduced search's states");
     assert!(out.contains("=== qemu-9.1: counterexample to"));
     assert!(out.contains(
         "qemu-kvm: vhost_user_read_header: 4100,4133: Failed to read msg header. Flags 0x0 instead of 0x5."
@@ -33,12 +33,16 @@ fn no_arguments_prints_the_matrix_and_counterexamples() {
 
 #[test]
 fn json_check_is_machine_readable() {
-    let o = vhost_race(&["check", "--variant", "mutex", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["unique_states"], 288);
-    assert_eq!(v["complete"], true);
-    assert!(v["properties"].as_array().unwrap().iter().all(|p| p["holds"] == true));
+    for (full, states) in [(false, 136), (true, 288)] {
+        let args = ["check", "--variant", "mutex", "--json", "--full"];
+        let o = vhost_race(&args[..if full { 5 } else { 4 }]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["unique_states"], states);
+        assert_eq!(v["reduced"], !full);
+        assert_eq!(v["complete"], true);
+        assert!(v["properties"].as_array().unwrap().iter().all(|p| p["holds"] == true));
+    }
 }
 
 #[test]
@@ -53,9 +57,15 @@ fn trace_by_column_title_shows_the_deadlock_with_the_mutex() {
 
 #[test]
 fn a_property_that_holds_says_so() {
-    let o = vhost_race(&["trace", "--variant", "qemu-10.2", "--property", "reply"]);
+    let o = vhost_race(&["trace", "--variant", "qemu-10.2", "--property", "reply", "--full"]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("holds in all 221 reachable states"));
+    let o = vhost_race(&["trace", "--variant", "qemu-10.2", "--property", "reply"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains(
+        "holds in every reachable state (the partial-order-reduced search visited 102; \
+         --full visits every one)"
+    ));
 }
 
 fn assert_refused(args: &[&str], needle: &str) {
@@ -128,7 +138,7 @@ fn number_after(text: &str, before: &str) -> usize {
 
 #[test]
 fn every_check_stops_at_the_state_bound_with_a_one_line_refusal() {
-    let large = ["--virtqueues", "16", "--misses", "8", "--max-states", "100000"];
+    let large = ["--virtqueues", "16", "--misses", "8", "--short-reads", "--max-states", "100000"];
     let runs: [Vec<&str>; 3] = [
         [&["check", "--variant", "qemu-9.1"][..], &large].concat(),
         [&["trace", "--variant", "qemu-9.1", "--property", "reply"][..], &large].concat(),
@@ -138,10 +148,11 @@ fn every_check_stops_at_the_state_bound_with_a_one_line_refusal() {
         let o = vhost_race(&args);
         let line = one_line_refusal(&o);
         assert!(line.contains("scenario too large: qemu-9.1 stopped at the state bound"), "{line}");
-        assert!(line.contains("keeps a search under 2 GB"), "{line}");
-        // stateright looks at the bound after each block of 1 500 states.
+        assert!(line.contains("keeps a search under 1 GB"), "{line}");
+        // The search looks at the bound after each state it expands (a
+        // state has fewer than 100 moves).
         let generated = number_after(&line, "(");
-        assert!((100_000..100_000 + 1_500).contains(&generated), "{args:?}: {line}");
+        assert!((100_000..100_000 + 100).contains(&generated), "{args:?}: {line}");
         assert!(stdout(&o).is_empty(), "{args:?}: a refused check claims nothing");
     }
 }

@@ -56,7 +56,7 @@ fn an_interrupted_run_reports_the_iterations_it_finished() {
 #[test]
 fn an_interrupted_check_reports_how_far_it_got() {
     let (code, out, err) = interrupt_when(
-        &["check", "--variant", "qemu-9.1", "--virtqueues", "16", "--misses", "8"],
+        &["check", "--variant", "qemu-9.1", "--virtqueues", "16", "--misses", "8", "--short-reads"],
         "qemu-9.1: checking, ",
     );
     assert_eq!(code, Some(130), "{err}");
@@ -67,8 +67,10 @@ fn an_interrupted_check_reports_how_far_it_got() {
 
 #[test]
 fn an_interrupted_matrix_prints_the_rows_it_finished() {
-    let (code, out, err) =
-        interrupt_when(&["--virtqueues", "16", "--misses", "8", "--json"], "qemu-9.1: checking, ");
+    let (code, out, err) = interrupt_when(
+        &["--virtqueues", "16", "--misses", "8", "--short-reads", "--json"],
+        "qemu-9.1: checking, ",
+    );
     assert_eq!(code, Some(130), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["finished"], serde_json::json!([]));

@@ -62,7 +62,10 @@ use stateright::{Model, Property};
 
 pub mod explain;
 pub mod explorer;
+mod packed;
+pub mod reduce;
 pub mod replay;
+pub mod search;
 pub mod stream;
 pub mod sweep;
 pub mod trace;
@@ -129,7 +132,7 @@ pub enum Routine {
 }
 
 /// One front-end thread.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThreadState {
     /// What it runs.
     pub routine: Routine,
@@ -202,7 +205,7 @@ pub struct BackendState {
 }
 
 /// The whole system.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     /// Front-end threads, indexed by [`ThreadRole`] order.
     pub threads: [ThreadState; 3],
@@ -223,7 +226,7 @@ pub struct State {
     /// QEMU 10.2: the postcopy bottom half is scheduled and not yet run.
     pub bh_pending: bool,
     /// What QEMU has logged, in order, with the thread that logged it.
-    pub log: Vec<(ThreadRole, QemuError)>,
+    pub log: Log,
     /// Ghost: some thread consumed bytes of another thread's reply.
     pub stolen: bool,
     /// Ghost: some header read began in the middle of a message.
@@ -239,6 +242,37 @@ pub struct State {
     /// Reply queue: the BQL's holder, while it lends the BQL to the main
     /// loop's back-end channel handler.
     pub bql_lent_by: Option<ThreadRole>,
+}
+
+/// What QEMU has logged, in order, with the thread that logged each line;
+/// shared between copies of a state until one logs (most transitions log
+/// nothing, and the checker copies every state it expands).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Log(std::sync::Arc<Vec<(ThreadRole, QemuError)>>);
+
+impl Log {
+    /// Appends a line.
+    pub fn push(&mut self, line: (ThreadRole, QemuError)) {
+        std::sync::Arc::make_mut(&mut self.0).push(line);
+    }
+
+    /// Empties the log.
+    pub fn clear(&mut self) {
+        *self = Log::default();
+    }
+}
+
+impl std::ops::Deref for Log {
+    type Target = [(ThreadRole, QemuError)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl From<Vec<(ThreadRole, QemuError)>> for Log {
+    fn from(lines: Vec<(ThreadRole, QemuError)>) -> Self {
+        Log(std::sync::Arc::new(lines))
+    }
 }
 
 impl State {
@@ -909,7 +943,7 @@ impl Model for ReplyRace {
             bql: None,
             mutex: None,
             bh_pending: false,
-            log: Vec::new(),
+            log: Log::default(),
             stolen: false,
             misframed: false,
             reply_queue: Vec::new(),
@@ -1035,22 +1069,26 @@ impl Model for ReplyRace {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
-            Property::always(Prop::Reply.name(), |_: &ReplyRace, s: &State| !s.stolen),
-            Property::always(Prop::Framing.name(), |_: &ReplyRace, s: &State| !s.misframed),
-            Property::always(Prop::NoLog.name(), |_: &ReplyRace, s: &State| s.log.is_empty()),
-            Property::always(Prop::StartOk.name(), |m: &ReplyRace, s: &State| {
-                let t = s.thread(ThreadRole::DeviceStart);
-                t.reported_success != Some(true) || t.own_acks == m.scenario.virtqueues
-            }),
-            Property::always(Prop::Deadlock.name(), |m: &ReplyRace, s: &State| {
-                s.all_done() || !m.is_stuck(s)
-            }),
-            Property::eventually(Prop::Finishes.name(), |_: &ReplyRace, s: &State| s.all_done()),
-            Property::always(Prop::Channel.name(), |m: &ReplyRace, s: &State| {
-                !(s.all_done() && m.is_stuck(s)) || s.streams_empty()
-            }),
-        ]
+        Prop::ALL
+            .into_iter()
+            .map(|p| {
+                // Function pointers, not closures: one per property.
+                let cond: fn(&ReplyRace, &State) -> bool = match p {
+                    Prop::Reply => |m, s| m.holds(Prop::Reply, s, false),
+                    Prop::Framing => |m, s| m.holds(Prop::Framing, s, false),
+                    Prop::NoLog => |m, s| m.holds(Prop::NoLog, s, false),
+                    Prop::StartOk => |m, s| m.holds(Prop::StartOk, s, false),
+                    Prop::Deadlock => |m, s| m.holds(Prop::Deadlock, s, m.is_stuck(s)),
+                    Prop::Finishes => |_, s| s.all_done(),
+                    Prop::Channel => |m, s| m.holds(Prop::Channel, s, m.is_stuck(s)),
+                };
+                if p == Prop::Finishes {
+                    Property::eventually(p.name(), cond)
+                } else {
+                    Property::always(p.name(), cond)
+                }
+            })
+            .collect()
     }
 
     fn format_action(&self, action: &Action) -> String {
@@ -1067,6 +1105,25 @@ impl Model for ReplyRace {
 }
 
 impl ReplyRace {
+    /// Whether `p` holds in `s`, where `stuck` says whether nothing can move
+    /// in `s` ([`ReplyRace::is_stuck`]). For [`Prop::Finishes`], an
+    /// `eventually` property, this is whether a path ending in `s` is fine:
+    /// `s` is not terminal, or every thread has finished in it (which, once
+    /// true, stays true, so it is the same as "held somewhere on the path").
+    pub fn holds(&self, p: Prop, s: &State, stuck: bool) -> bool {
+        match p {
+            Prop::Reply => !s.stolen,
+            Prop::Framing => !s.misframed,
+            Prop::NoLog => s.log.is_empty(),
+            Prop::StartOk => {
+                let t = s.thread(ThreadRole::DeviceStart);
+                t.reported_success != Some(true) || t.own_acks == self.scenario.virtqueues
+            }
+            Prop::Deadlock | Prop::Finishes => s.all_done() || !stuck,
+            Prop::Channel => !(s.all_done() && stuck) || s.streams_empty(),
+        }
+    }
+
     /// Whether nothing can move in `s`.
     pub fn is_stuck(&self, s: &State) -> bool {
         let mut a = Vec::new();

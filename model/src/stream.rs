@@ -6,13 +6,20 @@
 //!
 //! A write appends a whole message. A read takes exactly the bytes it asks
 //! for, from any offset. Each byte is kept as one `u16` cell (the byte, its
-//! owner, whether a message starts at it): one allocation per stream and one
-//! hash write per stream in the model's states, and two streams with the
-//! same bytes and the same owner and message start per byte are equal.
+//! owner, whether a message starts at it), and two streams with the same
+//! bytes and the same owner and message start per byte are equal.
 //! [`Stream::runs`] gives the ghost data as runs for readers.
+//!
+//! Cost, since the checker copies and hashes every state it generates and
+//! a transition changes one or two streams of the seven: the cells are
+//! shared between copies (an `Arc`, copied on write), and their 64-bit
+//! digest is computed when they change, so hashing a stream is one word.
 //!
 //! Leaves out: file descriptors sent with a message (none of the modelled
 //! messages carries one) and the kernel's buffer limits (a write always fits).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use protocol::scenario::ThreadRole;
 use protocol::wire::{Header, HEADER_SIZE};
@@ -46,10 +53,48 @@ fn is_start(cell: u16) -> bool {
 }
 
 /// Bytes on a stream (or read from one), with their ghost data.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default)]
 pub struct Stream {
-    cells: Vec<u16>,
+    /// The cells, shared by the copies of a state until one changes them;
+    /// the stream is `buf[start..]` (a read moves `start`, copying nothing).
+    buf: Arc<Vec<u16>>,
+    start: usize,
+    /// [`digest`] of the cells, kept in step by every change.
+    digest: u64,
 }
+
+impl PartialEq for Stream {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest && self.cells() == other.cells()
+    }
+}
+
+impl Eq for Stream {}
+
+impl Hash for Stream {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest);
+    }
+}
+
+/// A 64-bit digest of cells (aHash with fixed keys: the same in every run).
+/// The empty stream's is 0, so that `Stream::default()` is in step.
+fn digest(cells: &[u16]) -> u64 {
+    if cells.is_empty() {
+        return 0;
+    }
+    HASH_KEYS.hash_one(cells)
+}
+
+/// Fixed aHash keys, so that digests and fingerprints are the same in
+/// every run (aHash mixes them with its own constants; these are
+/// SplitMix64's).
+pub(crate) const HASH_KEYS: ahash::RandomState = ahash::RandomState::with_seeds(
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+    0x2545_f491_4f6c_dd1d,
+);
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,24 +120,24 @@ impl Stream {
 
     /// Number of bytes.
     pub fn len(&self) -> usize {
-        self.cells.len()
+        self.cells().len()
     }
 
     /// Whether no byte is there.
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.cells().is_empty()
     }
 
     /// The bytes, in order.
     pub fn bytes(&self) -> Vec<u8> {
-        self.cells.iter().map(|&c| c as u8).collect()
+        self.cells().iter().map(|&c| c as u8).collect()
     }
 
     /// The ghost data as runs, in order: a new run where the owner changes
     /// or a message starts. Their lengths add up to [`Stream::len`].
     pub fn runs(&self) -> Vec<Run> {
         let mut runs: Vec<Run> = Vec::new();
-        for &c in &self.cells {
+        for &c in self.cells() {
             match runs.last_mut() {
                 Some(r) if !is_start(c) && r.owner == owner(c) => r.len += 1,
                 _ => runs.push(Run { len: 1, owner: owner(c), start: is_start(c) }),
@@ -103,12 +148,43 @@ impl Stream {
 
     /// Appends a whole message of `owner` (`vhost_user_write`: one `sendmsg`).
     pub fn push_message(&mut self, owner: ThreadRole, bytes: &[u8]) {
-        self.cells.extend(bytes.iter().enumerate().map(|(i, &b)| cell(b, owner, i == 0)));
+        self.change(|c| c.extend(bytes.iter().enumerate().map(|(i, &b)| cell(b, owner, i == 0))));
+    }
+
+    /// Changes the cells (copying them first if another state shares them)
+    /// and brings the digest in step.
+    fn change(&mut self, f: impl FnOnce(&mut Vec<u16>)) {
+        match Arc::get_mut(&mut self.buf) {
+            Some(buf) => {
+                buf.drain(..self.start);
+                f(buf);
+            }
+            None => {
+                let mut buf = self.cells().to_vec();
+                f(&mut buf);
+                self.buf = Arc::new(buf);
+            }
+        }
+        self.start = 0;
+        self.digest = digest(self.cells());
+    }
+
+    fn from_cells(cells: Vec<u16>) -> Self {
+        Stream { digest: digest(&cells), buf: Arc::new(cells), start: 0 }
+    }
+
+    /// The cells in the stream.
+    fn cells(&self) -> &[u16] {
+        &self.buf[self.start..]
     }
 
     /// Appends bytes taken from another stream, ghost data and all.
     pub fn append(&mut self, other: Stream) {
-        self.cells.extend(other.cells);
+        if self.is_empty() {
+            *self = other;
+        } else {
+            self.change(|c| c.extend_from_slice(other.cells()));
+        }
     }
 
     /// Takes the first `n` bytes off the stream (a read of `n` bytes).
@@ -117,7 +193,13 @@ impl Stream {
     /// If fewer than `n` bytes are there.
     pub fn take(&mut self, n: usize) -> Stream {
         assert!(n <= self.len(), "take {n} of {} bytes", self.len());
-        Stream { cells: self.cells.drain(..n).collect() }
+        if n == self.len() {
+            return self.take_all();
+        }
+        let taken = Stream::from_cells(self.cells()[..n].to_vec());
+        self.start += n;
+        self.digest = digest(self.cells());
+        taken
     }
 
     /// The first `n` bytes, left on the stream (what a read of `n` would take).
@@ -125,7 +207,7 @@ impl Stream {
     /// # Panics
     /// If fewer than `n` bytes are there.
     pub fn peek(&self, n: usize) -> Stream {
-        Stream { cells: self.cells[..n].to_vec() }
+        Stream::from_cells(self.cells()[..n].to_vec())
     }
 
     /// Empties the stream, returning what it held.
@@ -135,12 +217,12 @@ impl Stream {
 
     /// Whether a message starts at the first byte.
     pub fn starts_message(&self) -> bool {
-        self.cells.first().is_some_and(|&c| is_start(c))
+        self.cells().first().is_some_and(|&c| is_start(c))
     }
 
     /// The owner of the first byte.
     pub fn first_owner(&self) -> Option<ThreadRole> {
-        self.cells.first().map(|&c| owner(c))
+        self.cells().first().map(|&c| owner(c))
     }
 
     /// Whether every byte belongs to `role`.
@@ -150,7 +232,7 @@ impl Stream {
 
     /// The first owner that is not `role`, if any byte is someone else's.
     pub fn foreign_owner(&self, role: ThreadRole) -> Option<ThreadRole> {
-        self.cells.iter().map(|&c| owner(c)).find(|&o| o != role)
+        self.cells().iter().map(|&c| owner(c)).find(|&o| o != role)
     }
 
     /// The header in the first 12 bytes, as `vhost_user_read_header` decodes it.
@@ -158,7 +240,7 @@ impl Stream {
     /// # Panics
     /// If fewer than 12 bytes are there.
     pub fn header(&self) -> Header {
-        let bytes: Vec<u8> = self.cells[..HEADER_SIZE].iter().map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = self.cells()[..HEADER_SIZE].iter().map(|&c| c as u8).collect();
         bytes_header(&bytes)
     }
 }
@@ -231,6 +313,20 @@ mod tests {
         s.push_message(MainLoop, &[0; 4]);
         assert_eq!(s.runs().len(), 2);
         assert!(s.runs().iter().all(|r| r.start));
+    }
+
+    #[test]
+    fn the_digest_follows_the_cells() {
+        let a = Stream::message(DeviceStart, &[1; 20]);
+        let b = Stream::message(DeviceStart, &[2; 20]);
+        let c = Stream::message(PostcopyListen, &[1; 20]);
+        assert_ne!(a.digest, b.digest);
+        assert_ne!(a.digest, c.digest);
+        let mut pieces = a.clone();
+        let mut joined = pieces.take(7);
+        joined.append(pieces.take_all());
+        assert_eq!((joined.digest, &joined), (a.digest, &a));
+        assert_eq!(Stream::new().digest, digest(&[]));
     }
 
     #[test]

@@ -159,9 +159,9 @@ pub struct Row {
 }
 
 /// The options of a sweep check: verdicts only, no shortest-counterexample
-/// search, under `max_states`.
-pub fn options(max_states: Option<usize>) -> CheckOptions {
-    CheckOptions { shortest: false, max_states, ..CheckOptions::default() }
+/// search, under `max_states`, reduced ([`crate::reduce`]) or not.
+pub fn options(max_states: Option<usize>, reduce: bool) -> CheckOptions {
+    CheckOptions { shortest: false, max_states, reduce, ..CheckOptions::default() }
 }
 
 impl Cell {
@@ -180,9 +180,9 @@ impl Cell {
     }
 }
 
-/// Checks `variant` on `scenario` for the sweep.
+/// Checks `variant` on `scenario` for the sweep (reduced).
 pub fn cell(variant: Variant, scenario: Scenario, max_states: Option<usize>) -> Cell {
-    Cell::of(&verdict::check(variant, scenario, &options(max_states)))
+    Cell::of(&verdict::check(variant, scenario, &options(max_states, true)))
 }
 
 #[cfg(test)]

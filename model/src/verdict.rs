@@ -9,8 +9,7 @@
 //! Leaves out: symmetry reduction (the threads are not interchangeable) and
 //! on-demand checking.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::{BTreeSet, VecDeque};
 use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -18,11 +17,11 @@ use std::time::{Duration, Instant};
 use protocol::scenario::{Scenario, Variant};
 use stateright::{Checker, CheckerBuilder, HasDiscoveries, Model};
 
-use crate::{Action, ReplyRace, State, PROPERTIES};
+use crate::{Action, Prop, ReplyRace, State, PROPERTIES};
 
 /// The peak memory [`DEFAULT_MAX_STATES`] keeps one search under, in the
 /// words every refusal uses.
-pub const MEMORY_BUDGET: &str = "2 GB";
+pub const MEMORY_BUDGET: &str = "1 GB";
 
 /// States a search may generate (duplicates included, as stateright counts
 /// them) before it stops: the one bound of the check, of the
@@ -30,12 +29,14 @@ pub const MEMORY_BUDGET: &str = "2 GB";
 /// the largest scenario the CLI accepts (16 virtqueues, 8 misses, qemu-9.1)
 /// peaks under [`MEMORY_BUDGET`] of resident memory (measured with
 /// `/usr/bin/time -v`; the README gives the figures).
-pub const DEFAULT_MAX_STATES: usize = 6_000_000;
+pub const DEFAULT_MAX_STATES: usize = 30_000_000;
 
 /// How to run a check.
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
-    /// Checker threads; 1 gives shortest counterexamples and a deterministic run.
+    /// Checker threads for the full search (`reduce` off): above 1,
+    /// stateright's parallel depth-first checker runs; the reduced search
+    /// runs on one.
     pub threads: usize,
     /// Print progress to standard error while checking (plain lines, once a
     /// second); [`check_with`] takes a callback instead.
@@ -44,19 +45,24 @@ pub struct CheckOptions {
     /// on memory); the verdict is then incomplete and claims no ✓. `None`
     /// means no bound at all.
     pub max_states: Option<usize>,
+    /// Take the verdicts from the partial-order-reduced search
+    /// ([`crate::reduce`]): fewer states, the same verdicts; the state
+    /// count is then the reduced search's.
+    pub reduce: bool,
     /// Search the shortest counterexample of each failing property (a
     /// second breadth-first pass); off, the verdicts carry none.
     pub shortest: bool,
 }
 
 impl Default for CheckOptions {
-    /// One thread, no progress, the [`DEFAULT_MAX_STATES`] bound, shortest
-    /// counterexamples.
+    /// One thread, no progress, the [`DEFAULT_MAX_STATES`] bound, the
+    /// reduced search, shortest counterexamples.
     fn default() -> Self {
         CheckOptions {
             threads: 1,
             progress: false,
             max_states: Some(DEFAULT_MAX_STATES),
+            reduce: true,
             shortest: true,
         }
     }
@@ -127,6 +133,10 @@ pub struct PropertyVerdict {
     pub violated: bool,
     /// The counterexample's actions from the initial state, if it fails.
     pub counterexample: Option<Vec<Action>>,
+    /// Whether `counterexample` is a shortest one (false when the
+    /// breadth-first search for it stopped at the state bound and the
+    /// depth-first search gave one instead).
+    pub shortest: bool,
 }
 
 /// A variant's row of the matrix.
@@ -153,6 +163,9 @@ pub struct Verdict {
     pub generated_states: usize,
     /// The bound the check ran under.
     pub max_states: Option<usize>,
+    /// Whether the states are the partial-order-reduced search's
+    /// ([`crate::reduce`]); else every interleaving's.
+    pub reduced: bool,
 }
 
 impl Verdict {
@@ -224,13 +237,17 @@ pub fn check_with(
 ) -> Result<Verdict, Interrupted> {
     let model = ReplyRace::new(variant, scenario);
     let start = Instant::now();
-    let mut builder = exhaustive(model.clone(), opts.threads);
-    builder = builder.target_state_count(opts.max_states.unwrap_or(usize::MAX));
-    // The verdicts come from a depth-first pass, which keeps only the current
-    // path besides the visited fingerprints (a breadth-first one keeps
-    // its whole frontier: ten times the memory); the shortest
+    // The verdicts come from a depth-first pass, which keeps only the
+    // visited fingerprints and the states still to expand (a breadth-first
+    // one keeps its whole frontier: ten times the memory); the shortest
     // counterexamples from a breadth-first pass below that stops at them.
-    let explored = explore(builder.spawn_dfs(), variant, opts, start, &mut on_progress)?;
+    let explored = if opts.reduce || opts.threads <= 1 {
+        explore_one_thread(&model, variant, opts, start, &mut on_progress)?
+    } else {
+        let builder = exhaustive(model.clone(), opts.threads)
+            .target_state_count(opts.max_states.unwrap_or(usize::MAX));
+        explore(builder.spawn_dfs(), variant, opts, start, &mut on_progress)?
+    };
     let Explored { unique_states, generated_states, max_depth, failing } = explored;
     // stateright's target counts every generated state, duplicates included.
     let complete = opts.max_states.is_none_or(|n| generated_states < n);
@@ -238,6 +255,7 @@ pub fn check_with(
     // second breadth-first pass finds the shortest paths. An incomplete
     // check is refused by its callers, so it is not spent on.
     let mut counterexamples: Vec<(&'static str, Vec<Action>)> = Vec::new();
+    let mut not_shortest: Vec<&'static str> = Vec::new();
     if opts.shortest && complete && !failing.is_empty() {
         let mut report = |states: usize, unique_states: usize, depth: usize| {
             on_progress(&Progress {
@@ -252,7 +270,24 @@ pub fn check_with(
         };
         match shortest_counterexamples(&model, &failing, opts.max_states, &mut report) {
             Ok(found) => counterexamples = found,
-            Err(_) => {
+            Err(Stopped { at_bound: true, found }) => {
+                // Too many states at the counterexamples' depth: the ones
+                // still missing come from a depth-first search, not shortest.
+                counterexamples = found;
+                for name in &failing {
+                    if counterexamples.iter().any(|(n, _)| n == name) {
+                        continue;
+                    }
+                    let p = Prop::find(name).expect("a property of the model");
+                    if let Some(path) =
+                        crate::search::path_to_violation(&model, p, opts.reduce, opts.max_states)
+                    {
+                        not_shortest.push(name);
+                        counterexamples.push((name, path));
+                    }
+                }
+            }
+            Err(Stopped { at_bound: false, .. }) => {
                 return Err(Interrupted {
                     variant,
                     phase: Phase::Counterexamples,
@@ -273,6 +308,7 @@ pub fn check_with(
                 name,
                 holds: complete && !failing.contains(name),
                 violated: failing.contains(name),
+                shortest: counterexample.is_some() && !not_shortest.contains(name),
                 counterexample,
             }
         })
@@ -287,6 +323,7 @@ pub fn check_with(
         complete,
         generated_states,
         max_states: opts.max_states,
+        reduced: opts.reduce,
     })
 }
 
@@ -296,6 +333,47 @@ struct Explored {
     generated_states: usize,
     max_depth: usize,
     failing: Vec<&'static str>,
+}
+
+/// The one-thread depth-first pass ([`crate::search::depth_first`]).
+fn explore_one_thread(
+    model: &ReplyRace,
+    variant: Variant,
+    opts: &CheckOptions,
+    start: Instant,
+    on_progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<Explored, Interrupted> {
+    let mut interrupted = false;
+    let searched = crate::search::depth_first(model, opts.reduce, opts.max_states, |p| {
+        let r = on_progress(&Progress {
+            variant,
+            phase: Phase::Checking,
+            states: p.generated_states,
+            unique_states: p.unique_states,
+            depth: p.max_depth,
+            max_states: opts.max_states,
+            elapsed: start.elapsed(),
+        });
+        interrupted = r.is_break();
+        r
+    });
+    let failing: Vec<&'static str> = searched.violated.iter().map(|p| p.name()).collect();
+    if interrupted {
+        return Err(Interrupted {
+            variant,
+            phase: Phase::Checking,
+            unique_states: searched.unique_states,
+            max_depth: searched.max_depth,
+            failing,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(Explored {
+        unique_states: searched.unique_states,
+        generated_states: searched.generated_states,
+        max_depth: searched.max_depth,
+        failing,
+    })
 }
 
 /// Waits for a spawned checker (breadth or depth first), reporting progress
@@ -393,7 +471,7 @@ pub fn shortest_counterexamples(
     };
     // Parent index and the action from the parent, per visited state.
     let mut nodes: Vec<(u32, Option<Action>)> = Vec::new();
-    let mut seen: HashSet<u64, BuildHasherDefault<Identity>> = HashSet::default();
+    let mut seen = crate::search::FingerprintSet::default();
     // (node index, depth, state): the frontier.
     let mut queue: VecDeque<(u32, u32, State)> = VecDeque::new();
     let mut found: Vec<(&'static str, Vec<Action>)> = Vec::new();
@@ -401,7 +479,7 @@ pub fn shortest_counterexamples(
     let mut depth = 0u32;
     for s in model.init_states() {
         generated += 1;
-        if seen.insert(fingerprint(&s)) {
+        if seen.insert(crate::search::fingerprint(&s)) {
             nodes.push((u32::MAX, None));
             queue.push_back((nodes.len() as u32 - 1, 0, s));
         }
@@ -432,7 +510,7 @@ pub fn shortest_counterexamples(
         for &a in &actions {
             let Some(next) = model.next_state(&state, a) else { continue };
             generated += 1;
-            if seen.insert(fingerprint(&next)) {
+            if seen.insert(crate::search::fingerprint(&next)) {
                 nodes.push((i, Some(a)));
                 queue.push_back((nodes.len() as u32 - 1, d + 1, next));
             }
@@ -450,33 +528,6 @@ pub fn shortest_counterexamples(
     // In `names` order.
     found.sort_by_key(|(n, _)| names.iter().position(|m| m == n));
     Ok(found)
-}
-
-/// A state's 64-bit fingerprint (as stateright keeps them): two states are
-/// taken as one if their fingerprints are equal; at the state counts here a
-/// collision has odds below one in a billion.
-fn fingerprint(s: &State) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
-
-/// The hasher of a set of fingerprints: they are hashes already.
-#[derive(Default)]
-struct Identity(u64);
-
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 #[cfg(test)]

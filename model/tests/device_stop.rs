@@ -26,7 +26,7 @@ fn migrate_scenario() -> Scenario {
 }
 
 fn opts() -> CheckOptions {
-    CheckOptions { max_states: None, ..CheckOptions::default() }
+    CheckOptions { max_states: None, reduce: false, ..CheckOptions::default() }
 }
 
 /// Breadth-first and depth-first searches agree on the count, so the pin is

@@ -12,73 +12,77 @@ use reference::wire::{self, Header, Request};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
 
+/// The full search's verdict (every interleaving): the state counts pinned here.
 fn verdict(variant: &str, scenario: Scenario) -> Verdict {
-    check(variant.parse().unwrap(), scenario, &CheckOptions::default())
+    let opts = CheckOptions { reduce: false, ..CheckOptions::default() };
+    check(variant.parse().unwrap(), scenario, &opts)
 }
 
 /// One pinned verdict row: the scenario (as the checker's flags), the
 /// variant, the properties that fail (by their matrix column title; every
 /// other property holds), and the exact unique-state count and depth of the
-/// complete breadth-first check.
+/// complete depth-first search of every interleaving.
 struct Row {
     flags: &'static str,
     variant: &'static str,
     fails: &'static [&'static str],
     states: usize,
+    /// Unique states of the partial-order-reduced search ([`model::reduce`]).
+    reduced: usize,
     depth: usize,
 }
 
 /// Every pinned row, as `cargo run --release -- <flags>` prints it.
 #[rustfmt::skip]
 const ROWS: &[Row] = &[
-    Row { flags: "", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 7_157, depth: 30 },
-    Row { flags: "", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_353, depth: 29 },
-    Row { flags: "", variant: "mutex", fails: &[], states: 288, depth: 32 },
-    Row { flags: "", variant: "mutex+fail-start", fails: &[], states: 288, depth: 32 },
-    Row { flags: "", variant: "bql-listen", fails: &[], states: 126, depth: 26 },
-    Row { flags: "", variant: "bql-listen+fail-start", fails: &[], states: 126, depth: 26 },
-    Row { flags: "", variant: "bql-postcopy-end", fails: &[], states: 165, depth: 26 },
-    Row { flags: "", variant: "bql-postcopy-end+fail-start", fails: &[], states: 165, depth: 26 },
-    Row { flags: "", variant: "qemu-10.2", fails: &[], states: 221, depth: 27 },
-    Row { flags: "", variant: "qemu-10.2+fail-start", fails: &[], states: 221, depth: 27 },
-    Row { flags: "", variant: "reply-queue", fails: &[], states: 827, depth: 25 },
-    Row { flags: "", variant: "reply-queue+fail-start", fails: &[], states: 827, depth: 25 },
-    Row { flags: "--miss-need-reply", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 3_583, depth: 31 },
-    Row { flags: "--miss-need-reply", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 1_235, depth: 29 },
-    Row { flags: "--miss-need-reply", variant: "mutex", fails: &["deadlock", "finishes"], states: 168, depth: 26 },
-    Row { flags: "--miss-need-reply", variant: "mutex+fail-start", fails: &["deadlock", "finishes"], states: 168, depth: 26 },
-    Row { flags: "--miss-need-reply", variant: "bql-listen", fails: &["deadlock", "finishes"], states: 76, depth: 21 },
-    Row { flags: "--miss-need-reply", variant: "bql-listen+fail-start", fails: &["deadlock", "finishes"], states: 76, depth: 21 },
-    Row { flags: "--miss-need-reply", variant: "bql-postcopy-end", fails: &["deadlock", "finishes"], states: 98, depth: 21 },
-    Row { flags: "--miss-need-reply", variant: "bql-postcopy-end+fail-start", fails: &["deadlock", "finishes"], states: 98, depth: 21 },
-    Row { flags: "--miss-need-reply", variant: "qemu-10.2", fails: &["deadlock", "finishes"], states: 124, depth: 22 },
-    Row { flags: "--miss-need-reply", variant: "qemu-10.2+fail-start", fails: &["deadlock", "finishes"], states: 124, depth: 22 },
-    Row { flags: "--miss-need-reply", variant: "reply-queue", fails: &[], states: 993, depth: 26 },
-    Row { flags: "--miss-need-reply", variant: "reply-queue+fail-start", fails: &[], states: 993, depth: 26 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 434_755, depth: 28 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 66_747, depth: 27 },
-    Row { flags: "--device-start-without-bql", variant: "mutex", fails: &[], states: 369, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "mutex+fail-start", fails: &[], states: 369, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "bql-listen", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 18_770, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "bql-listen+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_867, depth: 29 },
-    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_221, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_139, depth: 29 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-10.2", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_763, depth: 31 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-10.2+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_486, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "reply-queue", fails: &[], states: 882, depth: 23 },
-    Row { flags: "--device-start-without-bql", variant: "reply-queue+fail-start", fails: &[], states: 882, depth: 23 },
-    Row { flags: "--short-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 170_988, depth: 38 },
-    Row { flags: "--short-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 50_950, depth: 34 },
-    Row { flags: "--short-reads", variant: "mutex", fails: &[], states: 423, depth: 32 },
-    Row { flags: "--short-reads", variant: "mutex+fail-start", fails: &[], states: 423, depth: 32 },
-    Row { flags: "--short-reads", variant: "bql-listen", fails: &[], states: 192, depth: 26 },
-    Row { flags: "--short-reads", variant: "bql-listen+fail-start", fails: &[], states: 192, depth: 26 },
-    Row { flags: "--short-reads", variant: "bql-postcopy-end", fails: &[], states: 255, depth: 26 },
-    Row { flags: "--short-reads", variant: "bql-postcopy-end+fail-start", fails: &[], states: 255, depth: 26 },
-    Row { flags: "--short-reads", variant: "qemu-10.2", fails: &[], states: 341, depth: 27 },
-    Row { flags: "--short-reads", variant: "qemu-10.2+fail-start", fails: &[], states: 341, depth: 27 },
-    Row { flags: "--short-reads", variant: "reply-queue", fails: &[], states: 1_643, depth: 25 },
-    Row { flags: "--short-reads", variant: "reply-queue+fail-start", fails: &[], states: 1_643, depth: 25 },
+    Row { flags: "", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 7_157, reduced: 729, depth: 30 },
+    Row { flags: "", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_353, reduced: 552, depth: 29 },
+    Row { flags: "", variant: "mutex", fails: &[], states: 288, reduced: 136, depth: 32 },
+    Row { flags: "", variant: "mutex+fail-start", fails: &[], states: 288, reduced: 136, depth: 32 },
+    Row { flags: "", variant: "bql-listen", fails: &[], states: 126, reduced: 93, depth: 26 },
+    Row { flags: "", variant: "bql-listen+fail-start", fails: &[], states: 126, reduced: 93, depth: 26 },
+    Row { flags: "", variant: "bql-postcopy-end", fails: &[], states: 165, reduced: 90, depth: 26 },
+    Row { flags: "", variant: "bql-postcopy-end+fail-start", fails: &[], states: 165, reduced: 90, depth: 26 },
+    Row { flags: "", variant: "qemu-10.2", fails: &[], states: 221, reduced: 102, depth: 27 },
+    Row { flags: "", variant: "qemu-10.2+fail-start", fails: &[], states: 221, reduced: 102, depth: 27 },
+    Row { flags: "", variant: "reply-queue", fails: &[], states: 827, reduced: 321, depth: 25 },
+    Row { flags: "", variant: "reply-queue+fail-start", fails: &[], states: 827, reduced: 321, depth: 25 },
+    Row { flags: "--miss-need-reply", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 3_583, reduced: 611, depth: 31 },
+    Row { flags: "--miss-need-reply", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 1_235, reduced: 464, depth: 29 },
+    Row { flags: "--miss-need-reply", variant: "mutex", fails: &["deadlock", "finishes"], states: 168, reduced: 122, depth: 26 },
+    Row { flags: "--miss-need-reply", variant: "mutex+fail-start", fails: &["deadlock", "finishes"], states: 168, reduced: 122, depth: 26 },
+    Row { flags: "--miss-need-reply", variant: "bql-listen", fails: &["deadlock", "finishes"], states: 76, reduced: 76, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "bql-listen+fail-start", fails: &["deadlock", "finishes"], states: 76, reduced: 76, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "bql-postcopy-end", fails: &["deadlock", "finishes"], states: 98, reduced: 73, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "bql-postcopy-end+fail-start", fails: &["deadlock", "finishes"], states: 98, reduced: 73, depth: 21 },
+    Row { flags: "--miss-need-reply", variant: "qemu-10.2", fails: &["deadlock", "finishes"], states: 124, reduced: 71, depth: 22 },
+    Row { flags: "--miss-need-reply", variant: "qemu-10.2+fail-start", fails: &["deadlock", "finishes"], states: 124, reduced: 71, depth: 22 },
+    Row { flags: "--miss-need-reply", variant: "reply-queue", fails: &[], states: 993, reduced: 540, depth: 26 },
+    Row { flags: "--miss-need-reply", variant: "reply-queue+fail-start", fails: &[], states: 993, reduced: 540, depth: 26 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 434_755, reduced: 2_840, depth: 28 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 66_747, reduced: 1_871, depth: 27 },
+    Row { flags: "--device-start-without-bql", variant: "mutex", fails: &[], states: 369, reduced: 133, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "mutex+fail-start", fails: &[], states: 369, reduced: 133, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-listen", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 18_770, reduced: 1_157, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-listen+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_867, reduced: 787, depth: 29 },
+    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_221, reduced: 1_127, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_139, reduced: 761, depth: 29 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-10.2", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_763, reduced: 1_094, depth: 31 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-10.2+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_486, reduced: 746, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "reply-queue", fails: &[], states: 882, reduced: 288, depth: 23 },
+    Row { flags: "--device-start-without-bql", variant: "reply-queue+fail-start", fails: &[], states: 882, reduced: 288, depth: 23 },
+    Row { flags: "--short-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 170_988, reduced: 41_083, depth: 38 },
+    Row { flags: "--short-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 50_950, reduced: 13_104, depth: 34 },
+    Row { flags: "--short-reads", variant: "mutex", fails: &[], states: 423, reduced: 196, depth: 32 },
+    Row { flags: "--short-reads", variant: "mutex+fail-start", fails: &[], states: 423, reduced: 196, depth: 32 },
+    Row { flags: "--short-reads", variant: "bql-listen", fails: &[], states: 192, reduced: 141, depth: 26 },
+    Row { flags: "--short-reads", variant: "bql-listen+fail-start", fails: &[], states: 192, reduced: 141, depth: 26 },
+    Row { flags: "--short-reads", variant: "bql-postcopy-end", fails: &[], states: 255, reduced: 138, depth: 26 },
+    Row { flags: "--short-reads", variant: "bql-postcopy-end+fail-start", fails: &[], states: 255, reduced: 138, depth: 26 },
+    Row { flags: "--short-reads", variant: "qemu-10.2", fails: &[], states: 341, reduced: 156, depth: 27 },
+    Row { flags: "--short-reads", variant: "qemu-10.2+fail-start", fails: &[], states: 341, reduced: 156, depth: 27 },
+    Row { flags: "--short-reads", variant: "reply-queue", fails: &[], states: 1_643, reduced: 871, depth: 25 },
+    Row { flags: "--short-reads", variant: "reply-queue+fail-start", fails: &[], states: 1_643, reduced: 871, depth: 25 },
 ];
 
 /// The scenario of a row's flags.
@@ -126,15 +130,39 @@ fn every_pinned_row_is_what_the_checker_finds() {
 }
 
 #[test]
-fn depth_first_search_finds_every_pinned_state_count() {
-    // An independent count: stateright's depth-first search visits the same
-    // reachable states as the breadth-first search the rows come from. Both
-    // run to the end (no stop on the first discoveries).
+fn stateright_finds_every_pinned_state_count_and_depth() {
+    // Independent counts: stateright's own checkers run on the model. Its
+    // depth-first checker visits the states in the order the verdicts'
+    // search (model::search) does, so depth agrees too; its breadth-first
+    // checker reaches the same states in another order. Both run to the end
+    // (no stop on the first discoveries).
     for r in ROWS {
         let model = ReplyRace::new(r.variant.parse().unwrap(), scenario(r.flags));
-        let dfs =
-            model.checker().finish_when(HasDiscoveries::AnyOf(BTreeSet::new())).spawn_dfs().join();
+        let finish = || HasDiscoveries::AnyOf(BTreeSet::new());
+        let dfs = model.clone().checker().finish_when(finish()).spawn_dfs().join();
         assert_eq!(dfs.unique_state_count(), r.states, "{} {}: DFS", r.variant, r.flags);
+        assert_eq!(dfs.max_depth(), r.depth, "{} {}: DFS depth", r.variant, r.flags);
+        let bfs = model.checker().finish_when(finish()).spawn_bfs().join();
+        assert_eq!(bfs.unique_state_count(), r.states, "{} {}: BFS", r.variant, r.flags);
+    }
+}
+
+#[test]
+fn the_reduced_search_gives_every_pinned_verdict_with_no_more_states() {
+    // The partial-order reduction's soundness, on every pinned scenario:
+    // the same verdict for every property (holds, and broken), from fewer
+    // states, and its own count pinned.
+    for r in ROWS {
+        let what = format!("{} {}", r.variant, r.flags);
+        let full = verdict(r.variant, scenario(r.flags));
+        let opts = CheckOptions { shortest: false, ..CheckOptions::default() };
+        let reduced = check(r.variant.parse().unwrap(), scenario(r.flags), &opts);
+        assert!(reduced.complete && reduced.reduced && !full.reduced, "{what}");
+        for (f, red) in full.properties.iter().zip(&reduced.properties) {
+            assert_eq!((f.holds, f.violated), (red.holds, red.violated), "{what}: {}", f.name);
+        }
+        assert!(reduced.unique_states <= full.unique_states, "{what}");
+        assert_eq!(reduced.unique_states, r.reduced, "{what}: reduced states");
     }
 }
 
@@ -548,7 +576,7 @@ fn smallest_states() -> Vec<State> {
         bql: None,
         mutex: None,
         bh_pending: false,
-        log: Vec::new(),
+        log: model::Log::default(),
         stolen: false,
         misframed: false,
         reply_queue: Vec::new(),

@@ -1,0 +1,282 @@
+//! The depth-first search the verdicts come from: every reachable state of
+//! a [`ReplyRace`], each checked against every [`Prop`], keeping only a
+//! 64-bit fingerprint per visited state and the states still to expand.
+//!
+//! It visits states in the order stateright's depth-first checker does
+//! (successors pushed in action order, the last pushed expanded first, a
+//! state counted when first generated), so its unique-state count and depth
+//! are stateright's; `tests/model.rs` checks both searches agree on every
+//! pinned row. What it does not do, and why it exists: it keeps no path per
+//! pending state (stateright's keeps one, a copy per state), hashes with
+//! aHash instead of SipHash, takes no lock per insert, and checks the state
+//! bound exactly. It runs on one thread; `--threads` above 1 runs
+//! stateright's own parallel checker instead.
+//!
+//! Properties: every `always` property is checked on every state; the one
+//! `eventually` property ([`Prop::Finishes`]: every thread finishes) is
+//! checked on terminal states. Its condition, [`State::all_done`], stays true
+//! once true (a finished thread never runs again), so "it never held on the
+//! path to a terminal state" is "it does not hold in that terminal state",
+//! which needs no per-path bits.
+//!
+//! Leaves out: counterexample paths (a second, breadth-first pass finds the
+//! shortest ones: [`crate::verdict::shortest_counterexamples`]).
+
+use std::ops::ControlFlow;
+
+use stateright::Model;
+
+use crate::packed::ForVerdicts;
+use crate::reduce::Reduction;
+use crate::{Action, Prop, ReplyRace, State};
+
+/// What a search found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Searched {
+    /// Distinct states met (by fingerprint).
+    pub unique_states: usize,
+    /// States generated, duplicates and initial states included (what the
+    /// state bound counts, as stateright counts it).
+    pub generated_states: usize,
+    /// The depth of the deepest state expanded (an initial state is at 1).
+    pub max_depth: usize,
+    /// Properties some reachable state breaks, in [`Prop::ALL`] order.
+    pub violated: Vec<Prop>,
+    /// Whether every reachable state was expanded (false: the bound or the
+    /// callback stopped the search).
+    pub complete: bool,
+}
+
+/// How often (in generated states) the search reports its progress.
+const REPORT_EVERY: usize = 1 << 16;
+
+/// Searches every state reachable in `model`, depth first (with `reduce`,
+/// only those the partial-order reduction of [`crate::reduce`] keeps,
+/// which decide the same verdicts), stopping once
+/// `max_states` states have been generated. `on_progress` gets a snapshot
+/// every 65 536 generated states; `Break` stops the search, which then
+/// returns what it found with `complete: false`.
+pub fn depth_first(
+    model: &ReplyRace,
+    reduce: bool,
+    max_states: Option<usize>,
+    mut on_progress: impl FnMut(&Searched) -> ControlFlow<()>,
+) -> Searched {
+    let bound = max_states.unwrap_or(usize::MAX);
+    let reduction = reduce.then(|| Reduction::new(model));
+    let fingerprint = |s: &State| if reduce { fingerprint_for_verdicts(s) } else { fingerprint(s) };
+    let mut seen = FingerprintSet::default();
+    let mut pending: Vec<(State, u32)> = Vec::new();
+    let mut out = Searched {
+        unique_states: 0,
+        generated_states: 0,
+        max_depth: 0,
+        violated: Vec::new(),
+        complete: false,
+    };
+    for s in model.init_states() {
+        out.generated_states += 1;
+        if seen.insert(fingerprint(&s)) {
+            pending.push((s, 1));
+        }
+    }
+    let mut violated = [false; Prop::ALL.len()];
+    let mut actions: Vec<Action> = Vec::new();
+    let mut next_report = REPORT_EVERY;
+    while let Some((state, depth)) = pending.pop() {
+        out.max_depth = out.max_depth.max(depth as usize);
+        actions.clear();
+        model.actions(&state, &mut actions);
+        let stuck = actions.is_empty();
+        for p in Prop::ALL {
+            if !violated[p as usize] && !model.holds(p, &state, stuck) {
+                violated[p as usize] = true;
+            }
+        }
+        if let Some(r) = &reduction {
+            r.ample(&state, &mut actions);
+        }
+        for &a in &actions {
+            let Some(next) = model.next_state(&state, a) else { continue };
+            out.generated_states += 1;
+            if seen.insert(fingerprint(&next)) {
+                pending.push((next, depth + 1));
+            }
+        }
+        if out.generated_states >= next_report || out.generated_states >= bound {
+            next_report = out.generated_states + REPORT_EVERY;
+            out.unique_states = seen.len();
+            out.violated = collect(&violated);
+            if out.generated_states >= bound || on_progress(&out).is_break() {
+                return out;
+            }
+        }
+    }
+    out.unique_states = seen.len();
+    out.violated = collect(&violated);
+    out.complete = true;
+    out
+}
+
+/// A path from an initial state to a state that breaks `p`, depth first
+/// over the same states [`depth_first`] visits (with `reduce`, the reduced
+/// search's: every move on the path is a move of the model, so the path
+/// replays like any other), or `None` if no state within `max_states`
+/// generated states breaks it. Not the shortest path: a fallback for when
+/// the breadth-first search for that one stops at the state bound.
+pub fn path_to_violation(
+    model: &ReplyRace,
+    p: Prop,
+    reduce: bool,
+    max_states: Option<usize>,
+) -> Option<Vec<Action>> {
+    let bound = max_states.unwrap_or(usize::MAX);
+    let reduction = reduce.then(|| Reduction::new(model));
+    let fingerprint = |s: &State| if reduce { fingerprint_for_verdicts(s) } else { fingerprint(s) };
+    // The moves of a state still to try; the path is the stack's moves.
+    let expand = |s: &State| -> Result<Vec<Action>, ()> {
+        let mut actions = Vec::new();
+        model.actions(s, &mut actions);
+        if !model.holds(p, s, actions.is_empty()) {
+            return Err(());
+        }
+        if let Some(r) = &reduction {
+            r.ample(s, &mut actions);
+        }
+        Ok(actions)
+    };
+    let mut seen = FingerprintSet::default();
+    let mut generated = 0usize;
+    for init in model.init_states() {
+        if !seen.insert(fingerprint(&init)) {
+            continue;
+        }
+        let Ok(actions) = expand(&init) else { return Some(Vec::new()) };
+        let mut stack: Vec<(State, Vec<Action>, usize)> = vec![(init, actions, 0)];
+        let mut path: Vec<Action> = Vec::new();
+        while let Some((state, actions, next)) = stack.last_mut() {
+            let Some(&a) = actions.get(*next) else {
+                stack.pop();
+                path.pop();
+                continue;
+            };
+            *next += 1;
+            let Some(succ) = model.next_state(state, a) else { continue };
+            generated += 1;
+            if generated >= bound {
+                return None;
+            }
+            if !seen.insert(fingerprint(&succ)) {
+                continue;
+            }
+            path.push(a);
+            match expand(&succ) {
+                Err(()) => return Some(path),
+                Ok(actions) => stack.push((succ, actions, 0)),
+            }
+        }
+    }
+    None
+}
+
+fn collect(violated: &[bool; Prop::ALL.len()]) -> Vec<Prop> {
+    Prop::ALL.into_iter().filter(|&p| violated[p as usize]).collect()
+}
+
+/// A state's fingerprint: aHash with fixed keys ([`crate::stream::HASH_KEYS`]),
+/// so that runs repeat; 64 bits, so that two of N states share one with
+/// odds about N²/2⁶⁵: below one in a million up to 6 million states, about
+/// one in a thousand at 150 million.
+pub(crate) fn fingerprint(s: &State) -> u64 {
+    crate::stream::HASH_KEYS.hash_one(s)
+}
+
+/// A state's fingerprint with its log's lines left out
+/// ([`crate::packed::ForVerdicts`]).
+fn fingerprint_for_verdicts(s: &State) -> u64 {
+    crate::stream::HASH_KEYS.hash_one(ForVerdicts(s))
+}
+
+/// The set of visited fingerprints: open addressing with linear probing in
+/// one array of `u64`, so that an insert touches one cache line (the
+/// standard library's set touches two: its control bytes and its slots;
+/// on this machine that was a quarter of the search's time). Fingerprint 0
+/// marks an empty slot, so 0 is stored as 1; the table doubles at 3/4 full.
+#[derive(Clone, Debug)]
+pub(crate) struct FingerprintSet {
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl Default for FingerprintSet {
+    fn default() -> Self {
+        FingerprintSet { slots: vec![0; 1 << 10], len: 0 }
+    }
+}
+
+impl FingerprintSet {
+    /// Adds `fp`; whether it was not there yet.
+    pub(crate) fn insert(&mut self, fp: u64) -> bool {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let fp = fp.max(1);
+        if Self::place(&mut self.slots, fp) {
+            self.len += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Number of fingerprints in the set.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Puts `fp` (not 0) into `slots`; whether it was not there yet.
+    fn place(slots: &mut [u64], fp: u64) -> bool {
+        let mask = slots.len() - 1;
+        // Fingerprints are aHash outputs: their low bits are uniform.
+        let mut i = fp as usize & mask;
+        loop {
+            match slots[i] {
+                0 => {
+                    slots[i] = fp;
+                    return true;
+                }
+                x if x == fp => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let mut bigger = vec![0u64; self.slots.len() * 2];
+        for &fp in self.slots.iter().filter(|&&fp| fp != 0) {
+            Self::place(&mut bigger, fp);
+        }
+        self.slots = bigger;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_set_keeps_each_fingerprint_once_across_growth() {
+        let mut set = FingerprintSet::default();
+        // 0 and 1 are one fingerprint (0 marks an empty slot).
+        let fps: Vec<u64> = (0..5_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        for &fp in &fps {
+            assert!(set.insert(fp));
+        }
+        assert!(!set.insert(1), "0 was stored as 1");
+        for &fp in &fps {
+            assert!(!set.insert(fp));
+        }
+        assert_eq!(set.len(), fps.len());
+        assert!(set.slots.len() >= fps.len() * 4 / 3);
+    }
+}
