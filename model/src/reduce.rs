@@ -177,11 +177,16 @@ impl<'m> Reduction<'m> {
             .fold(0, |m, r| m | self.future(s, r))
     }
 
-    /// Whether the enabled moves of thread `role` (`mine`, non-empty) can be taken alone.
-    fn thread_alone(&self, s: &State, role: ThreadRole, mine: &[Action]) -> bool {
+    /// Whether the enabled moves of thread `role` (those of `actions`, the
+    /// moves enabled in `s`) can be taken alone; false if it has none.
+    fn thread_alone(&self, s: &State, role: ThreadRole, actions: &[Action]) -> bool {
+        let mut mine = actions.iter().filter(|a| process(a) == Some(role)).peekable();
+        if mine.peek().is_none() {
+            return false;
+        }
         let others = self.others(s, Some(role));
         let queue = self.model.variant.policy.reply_queue();
-        mine.iter().all(|a| match *a {
+        mine.all(|a| match *a {
             Action::LogReadError(_) => !self.logs_visible,
             Action::Step(_) => match self.model.current_op(s.thread(role)) {
                 Some(Op::Report(_)) => !self.logs_visible,
@@ -216,7 +221,7 @@ impl<'m> Reduction<'m> {
                 }
             }
             Action::ServeBackendChannel | Action::RunPostcopyBh => {
-                others & BQL == 0 && !queue && self.main_loop_dispatch_complete(s, mine)
+                others & BQL == 0 && !queue && self.main_loop_dispatch_complete(s, actions)
             }
             Action::BackendHandle | Action::BackendSendMiss | Action::BackendReadMissReply => false,
         })
@@ -225,7 +230,7 @@ impl<'m> Reduction<'m> {
     /// Whether the main loop, idle, can dispatch everything it ever will
     /// from its idle state already (its moves cannot grow: a miss that
     /// arrives later, or a bottom half scheduled later, would be a new move
-    /// that conflicts with these over the BQL).
+    /// that conflicts with these over the BQL). `mine`: the moves enabled.
     fn main_loop_dispatch_complete(&self, s: &State, mine: &[Action]) -> bool {
         let t = s.thread(ThreadRole::MainLoop);
         let sc = &self.model.scenario;
@@ -234,14 +239,18 @@ impl<'m> Reduction<'m> {
             && (mine.contains(&Action::RunPostcopyBh) || !runs_bh || t.bh_done)
     }
 
-    /// Whether the back-end's enabled moves (`mine`, non-empty) can be taken alone.
-    fn backend_alone(&self, s: &State, mine: &[Action]) -> bool {
+    /// Whether the back-end's enabled moves (those of `actions`) can be
+    /// taken alone; false if it has none.
+    fn backend_alone(&self, s: &State, actions: &[Action]) -> bool {
+        if !actions.iter().any(|a| process(a).is_none()) {
+            return false;
+        }
         if s.backend.awaiting_miss_reply {
             // Reading the answer to its miss is all it can do.
             return true;
         }
         let all = self.others(s, None);
-        let handles = mine.contains(&Action::BackendHandle);
+        let handles = actions.contains(&Action::BackendHandle);
         // Only the back-end adds reply bytes: while it does not, nobody can
         // read any if there are none.
         (handles || all & WRITE == 0)

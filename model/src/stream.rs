@@ -57,7 +57,9 @@ fn is_start(cell: u16) -> bool {
 pub struct Stream {
     /// The cells, shared by the copies of a state until one changes them;
     /// the stream is `buf[start..]` (a read moves `start`, copying nothing).
-    buf: Arc<Vec<u16>>,
+    /// `None` when empty: most of a state's streams are, and copying one
+    /// then costs nothing (no reference count to touch).
+    buf: Option<Arc<Vec<u16>>>,
     start: usize,
     /// [`digest`] of the cells, kept in step by every change.
     digest: u64,
@@ -154,7 +156,7 @@ impl Stream {
     /// Changes the cells (copying them first if another state shares them)
     /// and brings the digest in step.
     fn change(&mut self, f: impl FnOnce(&mut Vec<u16>)) {
-        match Arc::get_mut(&mut self.buf) {
+        match self.buf.as_mut().and_then(Arc::get_mut) {
             Some(buf) => {
                 buf.drain(..self.start);
                 f(buf);
@@ -162,20 +164,26 @@ impl Stream {
             None => {
                 let mut buf = self.cells().to_vec();
                 f(&mut buf);
-                self.buf = Arc::new(buf);
+                self.buf = Some(Arc::new(buf));
             }
         }
         self.start = 0;
         self.digest = digest(self.cells());
+        if self.cells().is_empty() {
+            *self = Stream::default();
+        }
     }
 
     fn from_cells(cells: Vec<u16>) -> Self {
-        Stream { digest: digest(&cells), buf: Arc::new(cells), start: 0 }
+        if cells.is_empty() {
+            return Stream::default();
+        }
+        Stream { digest: digest(&cells), buf: Some(Arc::new(cells)), start: 0 }
     }
 
     /// The cells in the stream.
     fn cells(&self) -> &[u16] {
-        &self.buf[self.start..]
+        self.buf.as_ref().map_or(&[], |b| &b[self.start..])
     }
 
     /// Appends bytes taken from another stream, ghost data and all.
