@@ -271,21 +271,10 @@ impl<'m> Reduction<'m> {
             actions.retain(|a| *a == Action::BackendSendMiss);
             return;
         }
-        let mut chosen: Option<Option<ThreadRole>> = None;
-        for role in ThreadRole::ALL {
-            let mine: Vec<Action> =
-                actions.iter().copied().filter(|a| process(a) == Some(role)).collect();
-            if !mine.is_empty() && self.thread_alone(s, role, &mine) {
-                chosen = Some(Some(role));
-                break;
-            }
-        }
-        if chosen.is_none() {
-            let mine: Vec<Action> =
-                actions.iter().copied().filter(|a| process(a).is_none()).collect();
-            if !mine.is_empty() && self.backend_alone(s, &mine) {
-                chosen = Some(None);
-            }
+        let mut chosen: Option<Option<ThreadRole>> =
+            ThreadRole::ALL.into_iter().find(|&r| self.thread_alone(s, r, actions)).map(Some);
+        if chosen.is_none() && self.backend_alone(s, actions) {
+            chosen = Some(None);
         }
         if let Some(p) = chosen {
             actions.retain(|a| process(a) == p);

@@ -155,6 +155,9 @@ pub struct Verdict {
     pub max_depth: usize,
     /// Wall-clock time of the run.
     pub seconds: f64,
+    /// Of which the search the verdicts come from (the rest is the search
+    /// for shortest counterexamples).
+    pub search_seconds: f64,
     /// Whether the whole state space was explored (false only when
     /// `max_states` stopped it, in which case no ✓ is claimed and no
     /// counterexample is computed).
@@ -248,6 +251,7 @@ pub fn check_with(
             .target_state_count(opts.max_states.unwrap_or(usize::MAX));
         explore(builder.spawn_dfs(), variant, opts, start, &mut on_progress)?
     };
+    let search_seconds = start.elapsed().as_secs_f64();
     let Explored { unique_states, generated_states, max_depth, failing } = explored;
     // stateright's target counts every generated state, duplicates included.
     let complete = opts.max_states.is_none_or(|n| generated_states < n);
@@ -320,6 +324,7 @@ pub fn check_with(
         unique_states,
         max_depth,
         seconds: start.elapsed().as_secs_f64(),
+        search_seconds,
         complete,
         generated_states,
         max_states: opts.max_states,
