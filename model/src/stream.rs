@@ -248,8 +248,11 @@ impl Stream {
     /// # Panics
     /// If fewer than 12 bytes are there.
     pub fn header(&self) -> Header {
-        let bytes: Vec<u8> = self.cells()[..HEADER_SIZE].iter().map(|&c| c as u8).collect();
-        bytes_header(&bytes)
+        let mut bytes = [0u8; HEADER_SIZE];
+        for (b, &c) in bytes.iter_mut().zip(&self.cells()[..HEADER_SIZE]) {
+            *b = c as u8;
+        }
+        Header::from_bytes(&bytes)
     }
 }
 
