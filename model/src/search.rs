@@ -83,38 +83,40 @@ pub fn depth_first(
     let mut violated = [false; Prop::ALL.len()];
     let mut actions: Vec<Action> = Vec::new();
     let mut next_report = REPORT_EVERY;
-    while let Some((state, depth)) = pending.pop() {
+    // The successors of the state being expanded, with their fingerprints.
+    let mut fresh: Vec<(State, u32)> = Vec::new();
+    let mut fps: Vec<u64> = Vec::new();
+    while let Some((state, depth)) = pending.last() {
+        let depth = *depth;
         out.max_depth = out.max_depth.max(depth as usize);
         actions.clear();
-        model.actions(&state, &mut actions);
+        model.actions(state, &mut actions);
         let stuck = actions.is_empty();
         for p in Prop::ALL {
-            if !violated[p as usize] && !model.holds(p, &state, stuck) {
+            if !violated[p as usize] && !model.holds(p, state, stuck) {
                 violated[p as usize] = true;
             }
         }
         if let Some(r) = &reduction {
-            r.ample(&state, &mut actions);
+            r.ample(state, &mut actions);
         }
-        // Each successor's slot is fetched while the next one is built, and
-        // looked up one step later, so the set's cache miss overlaps work.
-        let mut held: Option<(State, u64)> = None;
+        // Every successor is built and its slot in the set fetched before
+        // any is looked up, so that the set's cache misses overlap.
         for &a in &actions {
-            let Some(next) = model.next_state(&state, a) else { continue };
-            out.generated_states += 1;
+            let Some(next) = model.next_state(state, a) else { continue };
             let fp = fingerprint(&next);
             seen.prefetch(fp);
-            if let Some((prev, prev_fp)) = held.replace((next, fp)) {
-                if seen.insert(prev_fp) {
-                    pending.push((prev, depth + 1));
-                }
-            }
+            fresh.push((next, depth + 1));
+            fps.push(fp);
         }
-        if let Some((prev, prev_fp)) = held {
-            if seen.insert(prev_fp) {
-                pending.push((prev, depth + 1));
-            }
-        }
+        out.generated_states += fresh.len();
+        // The state expanded is dropped where it lies; the new successors
+        // go on top in the order they were generated.
+        pending.truncate(pending.len() - 1);
+        let mut fp = fps.drain(..);
+        fresh.retain(|_| seen.insert(fp.next().expect("one fingerprint per successor")));
+        drop(fp);
+        pending.append(&mut fresh);
         if out.generated_states >= next_report || out.generated_states >= bound {
             next_report = out.generated_states + REPORT_EVERY;
             out.unique_states = seen.len();
