@@ -36,11 +36,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use benches::{
-    explore_all, reference_channel, update, LockOnly, PingPong, ReferencePeer, RustVmmPeer,
-    Workers, MUTEX, UNLOCKED,
+    explore_all, reference_channel, search, short_reads_scenario, update, LockOnly, PingPong,
+    ReferencePeer, RustVmmPeer, Workers, MUTEX, UNLOCKED,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
-use reference::scenario::Scenario;
+use reference::scenario::{LockPolicy, Scenario, Variant};
 
 /// Requesting-thread counts of the mutex policy.
 const THREADS: [usize; 3] = [1, 2, 4];
@@ -106,6 +106,20 @@ fn model(c: &mut Criterion) {
     for threads in [1, 2] {
         g.bench_function(BenchmarkId::new("default-all-variants", threads), |b| {
             b.iter_custom(|n| (0..n).map(|_| explore_all(Scenario::default(), threads).1).sum())
+        });
+    }
+    g.finish();
+    // The verdicts' own search, every interleaving and reduced.
+    let mut g = c.benchmark_group("search");
+    g.sample_size(10);
+    let qemu91 = Variant::new(LockPolicy::Qemu91);
+    for (name, reduce) in [("every-interleaving", false), ("reduced", true)] {
+        let states = search(qemu91, short_reads_scenario(), reduce).0 as u64;
+        g.throughput(Throughput::Elements(states));
+        g.bench_function(BenchmarkId::new("qemu-9.1-4vq-short-reads", name), |b| {
+            b.iter_custom(|n| {
+                (0..n).map(|_| search(qemu91, short_reads_scenario(), reduce).1).sum()
+            })
         });
     }
     g.finish();

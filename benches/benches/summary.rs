@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use benches::{
     explore, explore_all, large_scenario, latency_histogram, load_average, median, micros,
-    paired_ratio, per_second, quantile, reference_channel, update, LockOnly, Mode, Op, PingPong,
-    ReferencePeer, RustVmmPeer, Workers, MUTEX, UNLOCKED,
+    paired_ratio, per_second, quantile, reference_channel, search, short_reads_scenario, update,
+    LockOnly, Mode, Op, PingPong, ReferencePeer, RustVmmPeer, Workers, MUTEX, UNLOCKED,
 };
 use hdrhistogram::Histogram;
 use reference::scenario::{LockPolicy, Scenario, Variant};
@@ -165,6 +165,8 @@ fn summary(mode: Mode) {
         ("default scenario, all 10 variants", 2, 0, Vec::new()),
         ("8 virtqueues, 3 misses, qemu-9.1", 1, 0, Vec::new()),
         ("8 virtqueues, 3 misses, qemu-9.1", 2, 0, Vec::new()),
+        ("our DFS, qemu-9.1, 4 vq, short reads, every interleaving", 1, 0, Vec::new()),
+        ("our DFS, qemu-9.1, 4 vq, short reads, reduced", 1, 0, Vec::new()),
     ];
     for _ in 0..mode.summary_rounds() {
         for ((_, threads, setup), row) in setups.iter().zip(rows.iter_mut()) {
@@ -178,13 +180,15 @@ fn summary(mode: Mode) {
     for _ in 0..mode.model_rounds() {
         for (i, (_, threads, states, rates)) in model_rows.iter_mut().enumerate() {
             if i >= 2 && mode == Mode::Test {
-                // `cargo test --benches` skips the seconds-long run (row left at 0).
+                // `cargo test --benches` skips the seconds-long runs (row left at 0).
                 continue;
             }
-            let (n, t) = if i < 2 {
-                explore_all(Scenario::default(), *threads)
-            } else {
-                explore(Variant::new(LockPolicy::Qemu91), large_scenario(), *threads)
+            let qemu91 = Variant::new(LockPolicy::Qemu91);
+            let (n, t) = match i {
+                0 | 1 => explore_all(Scenario::default(), *threads),
+                2 | 3 => explore(qemu91, large_scenario(), *threads),
+                4 => search(qemu91, short_reads_scenario(), false),
+                _ => search(qemu91, short_reads_scenario(), true),
             };
             *states = n;
             rates.push(n as f64 / t.as_secs_f64());
@@ -235,7 +239,9 @@ fn summary(mode: Mode) {
         );
     }
     println!();
-    println!("| model (exhaustive BFS) | checker threads | unique states | states/s |");
+    println!(
+        "| model (stateright's BFS, or our DFS) | checker threads | unique states | states/s |"
+    );
     println!("|---|---:|---:|---:|");
     for (name, threads, states, rates) in &mut model_rows {
         println!("| {name} | {threads} | {} | {} |", per_second(*states as f64), {
