@@ -57,7 +57,7 @@ fn the_facts_example_is_explained_by_qemu_9_1_and_not_by_the_mutex() {
     assert!(out.contains("  line   3 <- step 18 (postcopy listen): qemu-kvm: process_message_reply: 4100,4133: Received unexpected msg type. Expected 30 received 22"));
     assert!(out.contains("=== mutex: not explainable within the bound"));
     assert!(out.contains("Explained by: qemu-9.1, qemu-9.1+fail-start\n"));
-    assert!(out.contains("Searched: 2..=4 virtqueues, 1..=3 back-end misses, 9 scenarios"));
+    assert!(out.contains("Searched: 2..=8 virtqueues, 1..=3 back-end misses, 21 scenarios"));
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn the_cascade_grows_the_scenario() {
     let o = vhost_race(&["explain", &example("qemu-9.1-cascade.log"), "--variant", "qemu-9.1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("6 scenarios with at least 5 IOTLB calls"));
+    assert!(out.contains("18 scenarios with at least 5 IOTLB calls"));
     assert!(out.contains("=== qemu-9.1: explained, the whole run"));
     assert!(out.contains("scenario: device start: 4 IOTLB updates"));
 }
@@ -211,7 +211,8 @@ fn numbers_that_overflow_are_counted_and_shown_as_unparsed() {
 #[test]
 fn a_log_that_needs_more_calls_than_the_bound_says_not_searched_and_what_to_raise() {
     let line = "qemu-kvm: vhost_device_iotlb_miss: 4100,4100: Fail to update device iotlb\n";
-    let log = temp_log("eight-failures", &line.repeat(8));
+    // The default bound allows 8 virtqueues + 3 misses = 11 calls.
+    let log = temp_log("twelve-failures", &line.repeat(12));
     let o = vhost_race(&["explain", &log, "--variant", "qemu-9.1", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -219,7 +220,7 @@ fn a_log_that_needs_more_calls_than_the_bound_says_not_searched_and_what_to_rais
     assert_eq!(v["variants"][0]["nodes"], 0);
     let o = vhost_race(&["explain", &log, "--variant", "qemu-9.1", "--max-virtqueues", "2"]);
     let out = stdout(&o);
-    assert!(out.contains("=== qemu-9.1: not searched: the log needs at least 8 IOTLB calls and the bound allows 5 (--max-virtqueues 2 + --max-misses 3); raise --max-virtqueues (up to 16) or --max-misses (up to 8)"), "{out}");
+    assert!(out.contains("=== qemu-9.1: not searched: the log needs at least 12 IOTLB calls and the bound allows 5 (--max-virtqueues 2 + --max-misses 3); raise --max-virtqueues (up to 16) or --max-misses (up to 8)"), "{out}");
     assert!(out.contains("Not explainable by: none\nNot searched: qemu-9.1\n"), "{out}");
     let log = temp_log("thirty-failures", &line.repeat(30));
     let o = vhost_race(&["explain", &log, "--variant", "mutex"]);
