@@ -44,10 +44,9 @@ pub struct CheckArgs {
     /// verdicts, more states: the state counts the tests pin).
     #[arg(long)]
     pub full: bool,
-    /// Checker threads for --full (stateright's parallel checker; the
-    /// reduced search runs on one).
-    #[arg(long, default_value_t = 1, requires = "full",
-          value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Search threads (the same states and verdicts; with 1 the depth
+    /// column is reproducible).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     #[command(flatten)]
     pub bound: BoundArgs,

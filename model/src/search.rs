@@ -193,6 +193,165 @@ pub fn path_to_violation(
     None
 }
 
+/// [`depth_first`] on `threads` threads (more than 1): each thread searches
+/// depth first from states it takes from a shared pool, and gives half of
+/// its own stack back to the pool when the pool runs low; the visited set
+/// is shared, in 256 shards each behind its own lock. Every reachable state
+/// (of the reduced graph, with `reduce`: which moves it keeps depends on the
+/// state alone) is expanded exactly once, so the unique-state count and the
+/// verdicts are [`depth_first`]'s; the depth is the deepest state expanded,
+/// which depends on the schedule. The bound and the callback are looked at
+/// every 65 536 generated states, as there.
+pub fn depth_first_parallel(
+    model: &ReplyRace,
+    reduce: bool,
+    max_states: Option<usize>,
+    threads: usize,
+    mut on_progress: impl FnMut(&Searched) -> ControlFlow<()>,
+) -> Searched {
+    use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
+    use std::sync::{Condvar, Mutex};
+
+    const SHARDS: usize = 256;
+    /// States a thread takes from the pool at once, and the stack size past
+    /// which it gives half back while the pool is low.
+    const BATCH: usize = 32;
+
+    let bound = max_states.unwrap_or(usize::MAX);
+    let reduction = reduce.then(|| Reduction::new(model));
+    let fingerprint = |s: &State| if reduce { fingerprint_for_verdicts(s) } else { fingerprint(s) };
+    let seen: Vec<Mutex<FingerprintSet>> =
+        (0..SHARDS).map(|_| Mutex::new(FingerprintSet::default())).collect();
+    let insert = |fp: u64| {
+        let shard = (fp >> 56) as usize % SHARDS;
+        seen[shard].lock().expect("no thread panics holding a shard").insert(fp)
+    };
+    // The pool, how many threads wait on it, and whether the search is over.
+    struct Pool {
+        states: Vec<(State, u32)>,
+        idle: usize,
+        over: bool,
+    }
+    let pool = Mutex::new(Pool { states: Vec::new(), idle: 0, over: false });
+    let wake = Condvar::new();
+    let generated = AtomicUsize::new(0);
+    let max_depth = AtomicUsize::new(0);
+    let violated = AtomicU8::new(0);
+    let stop = AtomicBool::new(false);
+    for s in model.init_states() {
+        generated.fetch_add(1, Relaxed);
+        if insert(fingerprint(&s)) {
+            pool.lock().expect("unpoisoned").states.push((s, 1));
+        }
+    }
+    let unique = || seen.iter().map(|m| m.lock().expect("unpoisoned").len()).sum::<usize>();
+    let snapshot = |complete: bool| Searched {
+        unique_states: unique(),
+        generated_states: generated.load(Relaxed),
+        max_depth: max_depth.load(Relaxed),
+        violated: Prop::ALL
+            .into_iter()
+            .filter(|&p| violated.load(Relaxed) & (1 << p as u8) != 0)
+            .collect(),
+        complete,
+    };
+    // Ends the search for every thread, waiting ones included.
+    let halt = || {
+        stop.store(true, Relaxed);
+        let mut p = pool.lock().expect("unpoisoned");
+        p.over = true;
+        wake.notify_all();
+    };
+    let worker = || {
+        let mut local: Vec<(State, u32)> = Vec::new();
+        let mut actions: Vec<Action> = Vec::new();
+        loop {
+            if stop.load(Relaxed) {
+                return halt();
+            }
+            if local.is_empty() {
+                let mut p = pool.lock().expect("unpoisoned");
+                loop {
+                    if p.over || stop.load(Relaxed) {
+                        p.over = true;
+                        wake.notify_all();
+                        return;
+                    }
+                    if !p.states.is_empty() {
+                        let from = p.states.len().saturating_sub(BATCH);
+                        local.extend(p.states.drain(from..));
+                        break;
+                    }
+                    p.idle += 1;
+                    if p.idle == threads {
+                        p.over = true;
+                        wake.notify_all();
+                        return;
+                    }
+                    p = wake.wait(p).expect("unpoisoned");
+                    p.idle -= 1;
+                }
+            }
+            let (state, depth) = local.pop().expect("a state to expand");
+            max_depth.fetch_max(depth as usize, Relaxed);
+            actions.clear();
+            model.actions(&state, &mut actions);
+            let stuck = actions.is_empty();
+            let mut broken = 0u8;
+            for p in Prop::ALL {
+                if !model.holds(p, &state, stuck) {
+                    broken |= 1 << p as u8;
+                }
+            }
+            if broken != 0 {
+                violated.fetch_or(broken, Relaxed);
+            }
+            if let Some(r) = &reduction {
+                r.ample(&state, &mut actions);
+            }
+            let mut n = 0;
+            for &a in &actions {
+                let Some(next) = model.next_state(&state, a) else { continue };
+                n += 1;
+                if insert(fingerprint(&next)) {
+                    local.push((next, depth + 1));
+                }
+            }
+            if generated.fetch_add(n, Relaxed) + n >= bound {
+                halt();
+            }
+            if local.len() > BATCH {
+                let mut p = pool.lock().expect("unpoisoned");
+                if p.idle > 0 || p.states.len() < BATCH {
+                    // The oldest (shallowest) half: the most work to share.
+                    let half = local.len() / 2;
+                    p.states.extend(local.drain(..half));
+                    wake.notify_all();
+                }
+            }
+        }
+    };
+    let finished = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        let mut next_report = REPORT_EVERY;
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let g = generated.load(Relaxed);
+            if g >= next_report {
+                next_report = g + REPORT_EVERY;
+                if on_progress(&snapshot(false)).is_break() {
+                    halt();
+                }
+            }
+        }
+        for h in handles {
+            h.join().expect("a search thread panicked");
+        }
+        !stop.load(Relaxed)
+    });
+    snapshot(finished && generated.load(Relaxed) < bound)
+}
+
 fn collect(violated: &[bool; Prop::ALL.len()]) -> Vec<Prop> {
     Prop::ALL.into_iter().filter(|&p| violated[p as usize]).collect()
 }

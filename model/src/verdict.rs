@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use protocol::scenario::{Scenario, Variant};
-use stateright::{Checker, CheckerBuilder, HasDiscoveries, Model};
+use stateright::{CheckerBuilder, HasDiscoveries, Model};
 
 use crate::{Action, Prop, ReplyRace, State, PROPERTIES};
 
@@ -34,9 +34,9 @@ pub const DEFAULT_MAX_STATES: usize = 30_000_000;
 /// How to run a check.
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
-    /// Checker threads for the full search (`reduce` off): above 1,
-    /// stateright's parallel depth-first checker runs; the reduced search
-    /// runs on one.
+    /// Threads of the depth-first search ([`crate::search`]): 1 visits
+    /// states in a fixed order (the pinned depths); more share the work
+    /// (the same states and verdicts; the depth depends on the schedule).
     pub threads: usize,
     /// Print progress to standard error while checking (plain lines, once a
     /// second); [`check_with`] takes a callback instead.
@@ -244,20 +244,14 @@ pub fn check_with(
     // visited fingerprints and the states still to expand (a breadth-first
     // one keeps its whole frontier: ten times the memory); the shortest
     // counterexamples from a breadth-first pass below that stops at them.
-    let explored = if opts.reduce || opts.threads <= 1 {
-        explore_one_thread(&model, variant, opts, start, &mut on_progress)?
-    } else {
-        let builder = exhaustive(model.clone(), opts.threads)
-            .target_state_count(opts.max_states.unwrap_or(usize::MAX));
-        explore(builder.spawn_dfs(), variant, opts, start, &mut on_progress)?
-    };
+    let explored = explore_depth_first(&model, variant, opts, start, &mut on_progress)?;
     let search_seconds = start.elapsed().as_secs_f64();
     let Explored { unique_states, generated_states, max_depth, failing } = explored;
-    // stateright's target counts every generated state, duplicates included.
+    // The bound counts every generated state, duplicates included.
     let complete = opts.max_states.is_none_or(|n| generated_states < n);
-    // stateright keeps the last violating state it met, not the first; a
-    // second breadth-first pass finds the shortest paths. An incomplete
-    // check is refused by its callers, so it is not spent on.
+    // The depth-first pass keeps no paths; a second, breadth-first pass
+    // finds the shortest ones. An incomplete check is refused by its
+    // callers, so it is not spent on.
     let mut counterexamples: Vec<(&'static str, Vec<Action>)> = Vec::new();
     let mut not_shortest: Vec<&'static str> = Vec::new();
     if opts.shortest && complete && !failing.is_empty() {
@@ -340,8 +334,9 @@ struct Explored {
     failing: Vec<&'static str>,
 }
 
-/// The one-thread depth-first pass ([`crate::search::depth_first`]).
-fn explore_one_thread(
+/// The depth-first pass ([`crate::search::depth_first`], or
+/// [`crate::search::depth_first_parallel`] on more than one thread).
+fn explore_depth_first(
     model: &ReplyRace,
     variant: Variant,
     opts: &CheckOptions,
@@ -349,7 +344,7 @@ fn explore_one_thread(
     on_progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Explored, Interrupted> {
     let mut interrupted = false;
-    let searched = crate::search::depth_first(model, opts.reduce, opts.max_states, |p| {
+    let report = |p: &crate::search::Searched| {
         let r = on_progress(&Progress {
             variant,
             phase: Phase::Checking,
@@ -361,7 +356,18 @@ fn explore_one_thread(
         });
         interrupted = r.is_break();
         r
-    });
+    };
+    let searched = if opts.threads > 1 {
+        crate::search::depth_first_parallel(
+            model,
+            opts.reduce,
+            opts.max_states,
+            opts.threads,
+            report,
+        )
+    } else {
+        crate::search::depth_first(model, opts.reduce, opts.max_states, report)
+    };
     let failing: Vec<&'static str> = searched.violated.iter().map(|p| p.name()).collect();
     if interrupted {
         return Err(Interrupted {
@@ -378,50 +384,6 @@ fn explore_one_thread(
         generated_states: searched.generated_states,
         max_depth: searched.max_depth,
         failing,
-    })
-}
-
-/// Waits for a spawned checker (breadth or depth first), reporting progress
-/// every 5 ms; `Break` from the callback interrupts.
-fn explore<C: Checker<ReplyRace>>(
-    checker: C,
-    variant: Variant,
-    opts: &CheckOptions,
-    start: Instant,
-    on_progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
-) -> Result<Explored, Interrupted> {
-    let failing_so_far = |c: &C| -> Vec<&'static str> {
-        let d = c.discoveries();
-        PROPERTIES.iter().map(|(n, _)| *n).filter(|n| d.contains_key(n)).collect()
-    };
-    while !checker.is_done() {
-        std::thread::sleep(Duration::from_millis(5));
-        let p = Progress {
-            variant,
-            phase: Phase::Checking,
-            states: checker.state_count(),
-            unique_states: checker.unique_state_count(),
-            depth: checker.max_depth(),
-            max_states: opts.max_states,
-            elapsed: start.elapsed(),
-        };
-        if on_progress(&p).is_break() {
-            return Err(Interrupted {
-                variant,
-                phase: Phase::Checking,
-                unique_states: p.unique_states,
-                max_depth: p.depth,
-                failing: failing_so_far(&checker),
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
-    }
-    let checker = checker.join();
-    Ok(Explored {
-        unique_states: checker.unique_state_count(),
-        generated_states: checker.state_count(),
-        max_depth: checker.max_depth(),
-        failing: failing_so_far(&checker),
     })
 }
 

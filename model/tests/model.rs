@@ -876,3 +876,29 @@ fn a_short_read_takes_a_multiple_of_4_bytes_or_all_it_can() {
     assert_eq!(sizes(false, 30, 16), [] as [u16; 0], "whole reads wait for all 30");
     assert_eq!(sizes(false, 30, 30), [30]);
 }
+
+#[test]
+fn two_search_threads_find_the_same_states_and_verdicts() {
+    // The parallel search expands every state of the same graph once: the
+    // counts and verdicts of one thread, whatever the schedule.
+    for r in ROWS {
+        for reduce in [false, true] {
+            let what = format!("{} {} reduce={reduce}", r.variant, r.flags);
+            let opts = |threads| CheckOptions {
+                threads,
+                reduce,
+                shortest: false,
+                ..CheckOptions::default()
+            };
+            let one = check(r.variant.parse().unwrap(), scenario(r.flags), &opts(1));
+            let two = check(r.variant.parse().unwrap(), scenario(r.flags), &opts(2));
+            assert!(one.complete && two.complete, "{what}");
+            assert_eq!(one.unique_states, two.unique_states, "{what}");
+            assert_eq!(one.unique_states, if reduce { r.reduced } else { r.states }, "{what}");
+            let verdicts = |v: &Verdict| {
+                v.properties.iter().map(|p| (p.holds, p.violated)).collect::<Vec<_>>()
+            };
+            assert_eq!(verdicts(&one), verdicts(&two), "{what}");
+        }
+    }
+}
