@@ -47,6 +47,50 @@ pub struct Searched {
     pub complete: bool,
 }
 
+/// One step of every search here: a state's moves (those the reduction
+/// keeps, with `reduce`), the properties it breaks, and its fingerprint.
+struct Expander<'m> {
+    model: &'m ReplyRace,
+    reduction: Option<Reduction<'m>>,
+}
+
+impl<'m> Expander<'m> {
+    fn new(model: &'m ReplyRace, reduce: bool) -> Self {
+        Expander { model, reduction: reduce.then(|| Reduction::new(model)) }
+    }
+
+    /// Fills `actions` with the moves to take from `s` and returns the
+    /// properties `s` breaks, one bit per [`Prop`] (`1 << p as u8`).
+    fn expand(&self, s: &State, actions: &mut Vec<Action>) -> u8 {
+        actions.clear();
+        self.model.actions(s, actions);
+        let stuck = actions.is_empty();
+        let broken = Prop::ALL
+            .into_iter()
+            .filter(|&p| !self.model.holds(p, s, stuck))
+            .fold(0u8, |b, p| b | 1 << p as u8);
+        if let Some(r) = &self.reduction {
+            r.ample(s, actions);
+        }
+        broken
+    }
+
+    /// The fingerprint the visited set keeps: with the reduction, the log's
+    /// lines left out ([`ForVerdicts`]).
+    fn fingerprint(&self, s: &State) -> u64 {
+        if self.reduction.is_some() {
+            fingerprint_for_verdicts(s)
+        } else {
+            fingerprint(s)
+        }
+    }
+}
+
+/// The properties of a bit set from [`Expander::expand`], in [`Prop::ALL`] order.
+fn props(bits: u8) -> Vec<Prop> {
+    Prop::ALL.into_iter().filter(|&p| bits & (1 << p as u8) != 0).collect()
+}
+
 /// How often (in generated states) the search reports its progress.
 const REPORT_EVERY: usize = 1 << 16;
 
@@ -63,8 +107,7 @@ pub fn depth_first(
     mut on_progress: impl FnMut(&Searched) -> ControlFlow<()>,
 ) -> Searched {
     let bound = max_states.unwrap_or(usize::MAX);
-    let reduction = reduce.then(|| Reduction::new(model));
-    let fingerprint = |s: &State| if reduce { fingerprint_for_verdicts(s) } else { fingerprint(s) };
+    let ex = Expander::new(model, reduce);
     let mut seen = FingerprintSet::default();
     let mut pending: Vec<(State, u32)> = Vec::new();
     let mut out = Searched {
@@ -76,11 +119,11 @@ pub fn depth_first(
     };
     for s in model.init_states() {
         out.generated_states += 1;
-        if seen.insert(fingerprint(&s)) {
+        if seen.insert(ex.fingerprint(&s)) {
             pending.push((s, 1));
         }
     }
-    let mut violated = [false; Prop::ALL.len()];
+    let mut violated = 0u8;
     let mut actions: Vec<Action> = Vec::new();
     let mut next_report = REPORT_EVERY;
     // The successors of the state being expanded, with their fingerprints.
@@ -89,22 +132,12 @@ pub fn depth_first(
     while let Some((state, depth)) = pending.last() {
         let depth = *depth;
         out.max_depth = out.max_depth.max(depth as usize);
-        actions.clear();
-        model.actions(state, &mut actions);
-        let stuck = actions.is_empty();
-        for p in Prop::ALL {
-            if !violated[p as usize] && !model.holds(p, state, stuck) {
-                violated[p as usize] = true;
-            }
-        }
-        if let Some(r) = &reduction {
-            r.ample(state, &mut actions);
-        }
+        violated |= ex.expand(state, &mut actions);
         // Every successor is built and its slot in the set fetched before
         // any is looked up, so that the set's cache misses overlap.
         for &a in &actions {
             let Some(next) = model.next_state(state, a) else { continue };
-            let fp = fingerprint(&next);
+            let fp = ex.fingerprint(&next);
             seen.prefetch(fp);
             fresh.push((next, depth + 1));
             fps.push(fp);
@@ -120,14 +153,14 @@ pub fn depth_first(
         if out.generated_states >= next_report || out.generated_states >= bound {
             next_report = out.generated_states + REPORT_EVERY;
             out.unique_states = seen.len();
-            out.violated = collect(&violated);
+            out.violated = props(violated);
             if out.generated_states >= bound || on_progress(&out).is_break() {
                 return out;
             }
         }
     }
     out.unique_states = seen.len();
-    out.violated = collect(&violated);
+    out.violated = props(violated);
     out.complete = true;
     out
 }
@@ -145,17 +178,13 @@ pub fn path_to_violation(
     max_states: Option<usize>,
 ) -> Option<Vec<Action>> {
     let bound = max_states.unwrap_or(usize::MAX);
-    let reduction = reduce.then(|| Reduction::new(model));
-    let fingerprint = |s: &State| if reduce { fingerprint_for_verdicts(s) } else { fingerprint(s) };
+    let ex = Expander::new(model, reduce);
+    let fingerprint = |s: &State| ex.fingerprint(s);
     // The moves of a state still to try; the path is the stack's moves.
     let expand = |s: &State| -> Result<Vec<Action>, ()> {
         let mut actions = Vec::new();
-        model.actions(s, &mut actions);
-        if !model.holds(p, s, actions.is_empty()) {
+        if ex.expand(s, &mut actions) & (1 << p as u8) != 0 {
             return Err(());
-        }
-        if let Some(r) = &reduction {
-            r.ample(s, &mut actions);
         }
         Ok(actions)
     };
@@ -218,8 +247,8 @@ pub fn depth_first_parallel(
     const BATCH: usize = 32;
 
     let bound = max_states.unwrap_or(usize::MAX);
-    let reduction = reduce.then(|| Reduction::new(model));
-    let fingerprint = |s: &State| if reduce { fingerprint_for_verdicts(s) } else { fingerprint(s) };
+    let ex = Expander::new(model, reduce);
+    let fingerprint = |s: &State| ex.fingerprint(s);
     let seen: Vec<Mutex<FingerprintSet>> =
         (0..SHARDS).map(|_| Mutex::new(FingerprintSet::default())).collect();
     let insert = |fp: u64| {
@@ -249,10 +278,7 @@ pub fn depth_first_parallel(
         unique_states: unique(),
         generated_states: generated.load(Relaxed),
         max_depth: max_depth.load(Relaxed),
-        violated: Prop::ALL
-            .into_iter()
-            .filter(|&p| violated.load(Relaxed) & (1 << p as u8) != 0)
-            .collect(),
+        violated: props(violated.load(Relaxed)),
         complete,
     };
     // Ends the search for every thread, waiting ones included.
@@ -294,20 +320,9 @@ pub fn depth_first_parallel(
             }
             let (state, depth) = local.pop().expect("a state to expand");
             max_depth.fetch_max(depth as usize, Relaxed);
-            actions.clear();
-            model.actions(&state, &mut actions);
-            let stuck = actions.is_empty();
-            let mut broken = 0u8;
-            for p in Prop::ALL {
-                if !model.holds(p, &state, stuck) {
-                    broken |= 1 << p as u8;
-                }
-            }
+            let broken = ex.expand(&state, &mut actions);
             if broken != 0 {
                 violated.fetch_or(broken, Relaxed);
-            }
-            if let Some(r) = &reduction {
-                r.ample(&state, &mut actions);
             }
             let mut n = 0;
             for &a in &actions {
@@ -350,10 +365,6 @@ pub fn depth_first_parallel(
         !stop.load(Relaxed)
     });
     snapshot(finished && generated.load(Relaxed) < bound)
-}
-
-fn collect(violated: &[bool; Prop::ALL.len()]) -> Vec<Prop> {
-    Prop::ALL.into_iter().filter(|&p| violated[p as usize]).collect()
 }
 
 /// A state's fingerprint: aHash with fixed keys ([`crate::stream::HASH_KEYS`]),
