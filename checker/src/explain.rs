@@ -386,10 +386,11 @@ fn text_report(
                 let model = ReplyRace::new(e.variant, f.scenario);
                 let _ = writeln!(
                     out,
-                    "=== {}: explained, {} ({} steps)\nscenario: {}",
+                    "=== {}: explained, {} ({} steps{})\nscenario: {}",
                     e.variant,
                     kind_text(f),
                     f.actions.len(),
+                    if f.shortest { "" } else { crate::output::NOT_SHORTEST },
                     f.scenario.describe()
                 );
                 if !f.tids.is_empty() {

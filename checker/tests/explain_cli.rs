@@ -254,3 +254,24 @@ fn a_search_that_reaches_the_state_bound_is_undecided_and_exits_2() {
         assert!(s["nodes"].as_u64().unwrap() <= 500, "{s}");
     }
 }
+
+#[test]
+fn a_run_found_past_the_breadth_first_bound_is_shown_and_said_not_shortest() {
+    // 100 nodes are enough for the reduced depth-first search to find the
+    // run, not for the breadth-first search of the shortest one (100 / 20).
+    let o = vhost_race(&[
+        "explain",
+        &example("facts-example.log"),
+        "--variant",
+        "qemu-9.1",
+        "--max-states",
+        "100",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("=== qemu-9.1: explained, the whole run (27 steps; not the shortest: the breadth-first search for that one stopped at the state bound)"),
+        "{out}"
+    );
+    assert!(out.contains("  line   4 <- step "), "{out}");
+}

@@ -279,6 +279,10 @@ pub struct Found {
     pub run_ended: bool,
     /// The path from the initial state (replay with [`trace::render`]).
     pub actions: Vec<Action>,
+    /// Whether `actions` is a shortest such path (false when the
+    /// breadth-first search for one stopped at the bound and the depth-first
+    /// search's path is shown instead).
+    pub shortest: bool,
     /// Each target line with the step that emits it.
     pub matched: Vec<MatchedLine>,
     /// The thread id each model thread's lines carry in the log (threads
@@ -378,18 +382,26 @@ pub fn explain_view(
                 continue;
             }
             let model = ReplyRace::new(variant, scenario);
-            // Whether some run logs the target: the reduced search answers
-            // as the full one would, from fewer nodes; when it finds one,
-            // the full search finds a shortest one.
-            let result = search(&model, target, kind, limits.max_nodes, view, limits.reduce);
+            // Whether some run logs the target: the reduced depth-first
+            // search answers as the full one would, from fewer nodes and
+            // keeping no whole states but its path; when it finds one, the
+            // full breadth-first search finds a shortest one.
+            let result = if limits.reduce {
+                search_depth_first(&model, target, kind, limits.max_nodes, view)
+            } else {
+                search(&model, target, kind, limits.max_nodes, view)
+            };
             let mut nodes = result.nodes;
             let path = result.path.map(|path| {
                 if !limits.reduce {
-                    return path;
+                    return (path, true);
                 }
-                let full = search(&model, target, kind, limits.max_nodes, view, false);
+                let full = search(&model, target, kind, limits.max_nodes / BFS_NODE_COST, view);
                 nodes += full.nodes;
-                full.path.unwrap_or(path)
+                match full.path {
+                    Some(shortest) => (shortest, true),
+                    None => (path, false),
+                }
             });
             searches.push(SearchRecord {
                 scenario,
@@ -497,17 +509,23 @@ struct SearchResult {
     complete: bool,
 }
 
-/// Breadth-first search of `model` for a path logging `target` as `kind`.
+/// How many depth-first nodes one breadth-first node costs in memory, about:
+/// a breadth-first node waits in the queue as a whole state (some 400
+/// bytes), a depth-first one is a 64-bit fingerprint in the visited set. The
+/// breadth-first search stops at the bound divided by this, so that both
+/// stay under the bound's memory.
+const BFS_NODE_COST: usize = 20;
+
+/// Breadth-first search of `model` (every interleaving) for a shortest path
+/// logging `target` as `kind`.
 fn search(
     model: &ReplyRace,
     target: &[LogLine],
     kind: MatchKind,
     max_nodes: usize,
     view: Option<ThreadRole>,
-    reduce: bool,
 ) -> SearchResult {
     let n = target.len();
-    let reduction = reduce.then(|| crate::reduce::Reduction::keeping_logs(model));
     // Parent index and the action from it, per node.
     let mut nodes: Vec<(usize, Option<Action>)> = Vec::new();
     let mut seen = crate::search::FingerprintSet::default();
@@ -539,9 +557,6 @@ fn search(
         if actions.is_empty() && kind == MatchKind::Whole && k == n {
             return SearchResult { path: Some(path_to(&nodes, i)), nodes: nodes.len(), complete };
         }
-        if let Some(r) = &reduction {
-            r.ample(&state, &mut actions);
-        }
         for &a in &actions {
             let Some(mut next) = model.next_state(&state, a) else { continue };
             let logged = std::mem::take(&mut next.log);
@@ -566,12 +581,103 @@ fn search(
     SearchResult { path: None, nodes: nodes.len(), complete }
 }
 
+/// A search node's successors: (move, state with its log cleared, lines
+/// matched, ids bound), or the path's end if the target is matched.
+enum Expanded {
+    Successors(Vec<Option<(Action, State, usize, Ids)>>),
+    /// Matched: the moves to append to the path (none for a whole run
+    /// matched in a final state, the matching move for a fragment).
+    Matched(Vec<Action>),
+}
+
+/// Depth-first search of the partial-order-reduced graph
+/// ([`crate::reduce::Reduction::keeping_logs`]) for a path logging `target`
+/// as `kind`: the same answer as [`search`], keeping only fingerprints and
+/// the current path's nodes; the path found is not a shortest one.
+fn search_depth_first(
+    model: &ReplyRace,
+    target: &[LogLine],
+    kind: MatchKind,
+    max_nodes: usize,
+    view: Option<ThreadRole>,
+) -> SearchResult {
+    let n = target.len();
+    let reduction = crate::reduce::Reduction::keeping_logs(model);
+    let mut actions = Vec::new();
+    let mut expand = |state: &State, k: usize, ids: Ids| -> Expanded {
+        actions.clear();
+        model.actions(state, &mut actions);
+        if actions.is_empty() && kind == MatchKind::Whole && k == n {
+            return Expanded::Matched(Vec::new());
+        }
+        reduction.ample(state, &mut actions);
+        let mut succ = Vec::new();
+        for &a in &actions {
+            let Some(mut next) = model.next_state(state, a) else { continue };
+            let logged = std::mem::take(&mut next.log);
+            for (k2, ids2) in advance(target, kind, (k, ids), &logged, view) {
+                if kind == MatchKind::Fragment && k2 == n {
+                    return Expanded::Matched(vec![a]);
+                }
+                succ.push(Some((a, next.clone(), k2, ids2)));
+            }
+        }
+        Expanded::Successors(succ)
+    };
+    let mut seen = crate::search::FingerprintSet::default();
+    let mut nodes = 0usize;
+    let mut complete = true;
+    for mut s in model.init_states() {
+        s.log.clear();
+        if kind == MatchKind::Fragment && n == 0 {
+            return SearchResult { path: Some(Vec::new()), nodes: 1, complete: true };
+        }
+        if !seen.insert(fingerprint(&s, 0, &Ids::default())) {
+            continue;
+        }
+        nodes += 1;
+        // Each frame: a node's successors still to try; the path holds the
+        // move into each frame but the first.
+        let mut stack = match expand(&s, 0, Ids::default()) {
+            Expanded::Matched(tail) => return SearchResult { path: Some(tail), nodes, complete },
+            Expanded::Successors(succ) => vec![(succ, 0usize)],
+        };
+        let mut path: Vec<Action> = Vec::new();
+        while let Some((succ, next)) = stack.last_mut() {
+            let Some(slot) = succ.get_mut(*next) else {
+                stack.pop();
+                path.pop();
+                continue;
+            };
+            *next += 1;
+            let (a, state, k, ids) = slot.take().expect("each successor is tried once");
+            if !seen.insert(fingerprint(&state, k, &ids)) {
+                continue;
+            }
+            if nodes >= max_nodes {
+                complete = false;
+                continue;
+            }
+            nodes += 1;
+            path.push(a);
+            match expand(&state, k, ids) {
+                Expanded::Matched(tail) => {
+                    path.extend(tail);
+                    return SearchResult { path: Some(path), nodes, complete };
+                }
+                Expanded::Successors(succ) => stack.push((succ, 0)),
+            }
+        }
+    }
+    SearchResult { path: None, nodes, complete }
+}
+
 /// Replays a found path and lines the target up with the steps that log it.
 fn found(
     model: &ReplyRace,
     target: &[LogLine],
     kind: MatchKind,
-    actions: Vec<Action>,
+    (actions, shortest): (Vec<Action>, bool),
     view: Option<ThreadRole>,
 ) -> Found {
     let steps = trace::steps(model, &actions);
@@ -611,6 +717,7 @@ fn found(
         lines_before,
         run_ended: model.is_stuck(&end),
         actions,
+        shortest,
         matched,
         tids,
     }
