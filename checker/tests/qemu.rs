@@ -257,7 +257,7 @@ fn qemu_prints_the_models_device_start_lines_for_every_counterexample_in_scope()
         return;
     };
     let out = Command::new(BIN)
-        .args(["qemu-replay", "--json", "--jobs", "8"])
+        .args(["qemu-replay", "--json"])
         .current_dir(workspace_root())
         .output()
         .expect("run qemu-replay");
@@ -337,7 +337,7 @@ fn real_postcopy_migrations_show_the_race_and_explain_rules_out_the_mutex() {
         return;
     };
     let out = Command::new(BIN)
-        .args(["qemu-migrate", "--runs", "5", "--jobs", "5", "--hold-iotlb-reply", "--json"])
+        .args(["qemu-migrate", "--runs", "5", "--jobs", "3", "--hold-iotlb-reply", "--json"])
         .output()
         .expect("run qemu-migrate");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -430,7 +430,7 @@ fn the_built_variants_behave_as_the_matrix_says() {
         .arg("qemu-matrix")
         .arg("--cache")
         .arg(&cache)
-        .args(["--variant", "qemu-9.1", "--variant", "mutex", "--runs", "2", "--jobs", "6"])
+        .args(["--variant", "qemu-9.1", "--variant", "mutex", "--runs", "2", "--jobs", "4"])
         .arg("--json")
         .output()
         .expect("run qemu-matrix");
