@@ -35,7 +35,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use benches::{
+use bench_support::{
     explore_all, reference_channel, search, short_reads_scenario, update, LockOnly, PingPong,
     ReferencePeer, RustVmmPeer, Workers, MUTEX, UNLOCKED,
 };

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use benches::{
+use bench_support::{
     latency_histogram, load_average, median, micros, paired_ratio, per_second, quantile,
     reference_channel, try_update, Mode, Workers, MUTEX, REPLY_QUEUE, UNLOCKED,
 };
@@ -203,7 +203,7 @@ fn main() {
         println!("reply_queue: bench");
         return;
     }
-    if !benches::filter_selects(&args, "reply_queue") {
+    if !bench_support::filter_selects(&args, "reply_queue") {
         return;
     }
     table(mode);

@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::{
+use bench_support::{
     explore, explore_all, large_scenario, latency_histogram, load_average, median, micros,
     paired_ratio, per_second, quantile, reference_channel, search, short_reads_scenario, update,
     LockOnly, Mode, Op, PingPong, ReferencePeer, RustVmmPeer, Workers, MUTEX, UNLOCKED,
@@ -295,7 +295,7 @@ fn main() {
         println!("summary: bench");
         return;
     }
-    if !benches::filter_selects(&args, "summary") {
+    if !bench_support::filter_selects(&args, "summary") {
         return;
     }
     summary(mode);

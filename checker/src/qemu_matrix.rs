@@ -31,7 +31,7 @@ use reference::qemu::QemuBinary;
 use reference::scenario::Variant;
 use serde::Serialize;
 
-use crate::qemu_peer::{catch_interrupts, interrupted, model_check_options, WorkDir};
+use crate::qemu_peer::{catch_interrupts, interrupted, model_check_options, run_jobs, WorkDir};
 
 /// The `qemu-matrix` subcommand's flags.
 #[derive(Args, Debug)]
@@ -59,6 +59,12 @@ pub struct QemuMatrixArgs {
     /// Seconds QMP may stay silent before the miss run is called a hang.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=120))]
     timeout_secs: u64,
+    /// QEMU runs at once (a migration's two QEMUs or a miss run's one, each
+    /// with back-ends of their own): a run mostly waits (boot under TCG, the
+    /// hold, the miss's timeout). The README's table was measured one at a
+    /// time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
     /// Keep every run's files here.
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -117,6 +123,14 @@ fn build_variants(cache: &std::path::Path, variants: &[Variant]) -> Result<()> {
         bail!("{} failed ({status})", script.display());
     }
     Ok(())
+}
+
+/// What one QEMU run of the matrix gave.
+enum Outcome {
+    /// The miss run with NEED_REPLY.
+    Miss(crate::qemu_miss::MissReport),
+    /// One held postcopy migration.
+    Migration(crate::qemu_migrate::RunRecord),
 }
 
 /// The binaries `qemu/build-variants.sh` left in `cache`, newest per variant.
@@ -195,29 +209,70 @@ pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
         bail!("no QEMU binary for the variants asked (build them: bash qemu/build-variants.sh)");
     }
     let work = WorkDir::new(args.keep.as_deref(), "matrix");
-    let mut rows = Vec::new();
+    let mut qemus = Vec::new();
     for (variant, path) in &binaries {
         let qemu = QemuBinary::at(path).with_context(|| format!("{variant}"))?;
         eprintln!("{variant}: {} ({})", path.display(), qemu.version);
+        qemus.push(qemu);
+    }
+    // Every QEMU run of every variant is one task: the miss runs first (a
+    // hang lasts the whole timeout), then the migrations.
+    let runs = args.runs as usize;
+    let tasks: Vec<(usize, Option<u32>)> = (0..binaries.len())
+        .map(|b| (b, None))
+        .chain((0..binaries.len()).flat_map(|b| (1..=args.runs).map(move |r| (b, Some(r)))))
+        .collect();
+    let faults = FaultInjection { hold_first_iotlb_reply: true, ..Default::default() };
+    let results = run_jobs(tasks.len(), usize::from(args.jobs), |i| {
+        let (b, run) = tasks[i];
+        let (variant, _) = &binaries[b];
         let dir = work.path().join(variant.to_string());
-        let faults = FaultInjection { hold_first_iotlb_reply: true, ..Default::default() };
-        let runs = crate::qemu_migrate::migrations(
-            &qemu,
-            args.runs,
-            faults,
-            Duration::from_secs(1),
-            &dir.join("migrate"),
-        )?;
-        if interrupted() {
-            break;
+        Ok(match run {
+            None => {
+                let miss = crate::qemu_miss::miss_run(
+                    &qemus[b],
+                    true,
+                    args.timeout_secs,
+                    *variant,
+                    &dir.join("miss"),
+                )?;
+                eprintln!("{variant}: miss with NEED_REPLY: {}", miss.qemu_verdict);
+                Outcome::Miss(miss)
+            }
+            Some(run) => {
+                let dir = dir.join("migrate").join(format!("run-{run}"));
+                let r = crate::qemu_migrate::migrate_once(
+                    &qemus[b],
+                    &dir,
+                    run,
+                    faults,
+                    Duration::from_secs(1),
+                )?;
+                eprintln!(
+                    "{variant}: run {run}/{runs}: {}, {}",
+                    r.status,
+                    if r.race_lines.is_empty() { "no race lines" } else { "race lines" }
+                );
+                Outcome::Migration(r)
+            }
+        })
+    });
+    let mut misses: Vec<Option<crate::qemu_miss::MissReport>> = vec![None; binaries.len()];
+    let mut migrations: Vec<Vec<crate::qemu_migrate::RunRecord>> = vec![Vec::new(); binaries.len()];
+    for (&(b, _), result) in tasks.iter().zip(results) {
+        match result.transpose()? {
+            Some(Outcome::Miss(m)) => misses[b] = Some(m),
+            Some(Outcome::Migration(r)) => migrations[b].push(r),
+            None => {}
         }
-        let miss = crate::qemu_miss::miss_run(
-            &qemu,
-            true,
-            args.timeout_secs,
-            *variant,
-            &dir.join("miss"),
-        )?;
+    }
+    let mut rows = Vec::new();
+    for (b, (variant, path)) in binaries.iter().enumerate() {
+        // A variant with a run left out by an interrupt gets no row.
+        let (Some(miss), true) = (misses[b].take(), migrations[b].len() == runs) else {
+            continue;
+        };
+        let runs = &migrations[b];
         let model_postcopy = model_postcopy(*variant);
         let raced = runs.iter().filter(|r| !r.race_lines.is_empty()).count();
         let migrations = runs.iter().filter(|r| r.completed).count();
@@ -228,7 +283,7 @@ pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
         rows.push(Row {
             variant: variant.to_string(),
             binary: path.display().to_string(),
-            version: qemu.version.clone(),
+            version: qemus[b].version.clone(),
             model_postcopy,
             migrations,
             raced,

@@ -171,3 +171,79 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// Runs `task(i)` for every `i` in `0..count`, at most `jobs` at a time on
+/// scoped threads, `task(i)` started in the order of `i`. A QEMU run mostly
+/// waits (SeaBIOS and iPXE booting under TCG, QMP, the back-end's hold), so
+/// a few at once finish sooner; each task keeps its own directory, sockets
+/// and back-end. Once a task has failed or SIGINT/SIGTERM came, no further
+/// task starts; a task that was running when the signal came has had its
+/// processes stopped, and its result is dropped. Returns the results in
+/// the order of `i`, `None` for a task not run or dropped.
+pub fn run_jobs<T: Send>(
+    count: usize,
+    jobs: usize,
+    task: impl Fn(usize) -> Result<T> + Sync,
+) -> Vec<Option<Result<T>>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Result<T>>>> = (0..count).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, count.max(1)) {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::SeqCst) || interrupted() {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= count {
+                    break;
+                }
+                let r = task(i);
+                if interrupted() {
+                    break;
+                }
+                if r.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    results.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every task runs once, no more than `jobs` at a time, and the results
+    /// come back in the tasks' order whatever order they finish in.
+    #[test]
+    fn run_jobs_runs_each_task_once_within_the_limit_in_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let out = run_jobs(7, 3, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            // Later tasks finish first.
+            std::thread::sleep(Duration::from_millis(5 * (7 - i as u64)));
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(i * 10)
+        });
+        let got: Vec<usize> = out.into_iter().map(|r| r.expect("run").expect("ok")).collect();
+        assert_eq!(got, vec![0, 10, 20, 30, 40, 50, 60]);
+        assert!(peak.load(Ordering::SeqCst) <= 3, "at most 3 at once");
+    }
+
+    /// After a task fails, no task starts that had not started yet.
+    #[test]
+    fn run_jobs_starts_nothing_after_a_failure() {
+        let out = run_jobs(5, 1, |i| if i == 1 { bail!("task {i} failed") } else { Ok(i) });
+        assert!(matches!(out[0], Some(Ok(0))));
+        assert!(matches!(out[1], Some(Err(_))));
+        assert!(out[2..].iter().all(Option::is_none), "nothing ran after the failure");
+    }
+}

@@ -12,8 +12,7 @@
 //! starts virtqueues (iPXE starts one queue pair: two calls).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -28,7 +27,7 @@ use reference::wire::Request;
 use serde::{Deserialize, Serialize};
 
 use crate::qemu_peer::{
-    catch_interrupts, interrupted, model_check_options, wait_until, BackendPeer, WorkDir,
+    catch_interrupts, interrupted, model_check_options, run_jobs, wait_until, BackendPeer, WorkDir,
 };
 
 /// IOTLB updates QEMU's device start sends with iPXE as the driver: one per
@@ -387,38 +386,17 @@ pub fn replay_all(
     }
     summary.distinct = groups.len();
     let runs = groups.iter().filter(|g| g.0.is_some()).count();
-    // Workers take the next group in order; a failure or an interrupt stops
-    // them from taking more.
-    let next = AtomicUsize::new(0);
     let started = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let results: Vec<Mutex<Option<Result<Outcome>>>> =
-        groups.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, groups.len().max(1)) {
-            scope.spawn(|| loop {
-                if stop.load(Ordering::SeqCst) || interrupted() {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some((plan, _, members)) = groups.get(i) else { break };
-                if plan.is_some() {
-                    let n = started.fetch_add(1, Ordering::SeqCst) + 1;
-                    eprintln!("[{n}/{runs}] replaying {} on QEMU ...", members[0].label);
-                }
-                let outcome = replay_case(qemu, members[0], &work_root.join(format!("case-{i}")));
-                if interrupted() {
-                    break;
-                }
-                if outcome.is_err() {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-            });
+    let results = run_jobs(groups.len(), jobs, |i| {
+        let (plan, _, members) = &groups[i];
+        if plan.is_some() {
+            let n = started.fetch_add(1, Ordering::SeqCst) + 1;
+            eprintln!("[{n}/{runs}] replaying {} on QEMU ...", members[0].label);
         }
+        replay_case(qemu, members[0], &work_root.join(format!("case-{i}")))
     });
     for ((_, _, members), result) in groups.iter().zip(results) {
-        let Some(outcome) = result.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+        let Some(outcome) = result else {
             if interrupted() {
                 eprintln!("interrupted: the summary covers the replays before it");
             }

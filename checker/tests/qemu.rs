@@ -7,8 +7,13 @@
 //! install, where QEMU or iPXE's ROM is missing; `.ci/run` installs them, so
 //! there they run.
 //!
-//! Leaves out: postcopy migration between two QEMUs (a QEMU alone starts
-//! the device and nothing else).
+//! The tests that wait on QEMU (migrations, the miss runs, the built
+//! variants) run their QEMUs several at once, each with its own back-end,
+//! sockets and directory.
+//!
+//! Leaves out: a guest OS (iPXE starts the device), KVM, and the variants
+//! not built by `qemu/build-variants.sh` in CI (the unlocked and mutex
+//! builds are).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -332,7 +337,7 @@ fn real_postcopy_migrations_show_the_race_and_explain_rules_out_the_mutex() {
         return;
     };
     let out = Command::new(BIN)
-        .args(["qemu-migrate", "--runs", "5", "--hold-iotlb-reply", "--json"])
+        .args(["qemu-migrate", "--runs", "5", "--jobs", "3", "--hold-iotlb-reply", "--json"])
         .output()
         .expect("run qemu-migrate");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -371,13 +376,17 @@ fn a_miss_with_need_reply_during_device_start_hangs_qemu_as_the_model_says() {
     else {
         return;
     };
-    for (need_reply, hang) in [(false, false), (true, true)] {
+    // Both runs at once, each its own QEMU and back-end.
+    let runs = [(false, false), (true, true)].map(|(need_reply, hang)| {
         let mut cmd = Command::new(BIN);
         cmd.args(["qemu-miss", "--json", "--timeout-secs", "3"]);
         if need_reply {
             cmd.arg("--need-reply");
         }
-        let out = cmd.output().expect("run qemu-miss");
+        (hang, std::thread::spawn(move || cmd.output().expect("run qemu-miss")))
+    });
+    for (hang, run) in runs {
+        let out = run.join().expect("the qemu-miss thread");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -421,7 +430,8 @@ fn the_built_variants_behave_as_the_matrix_says() {
         .arg("qemu-matrix")
         .arg("--cache")
         .arg(&cache)
-        .args(["--variant", "qemu-9.1", "--variant", "mutex", "--runs", "2", "--json"])
+        .args(["--variant", "qemu-9.1", "--variant", "mutex", "--runs", "2", "--jobs", "4"])
+        .arg("--json")
         .output()
         .expect("run qemu-matrix");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -255,6 +255,13 @@ impl fmt::Display for LoomRun {
     }
 }
 
+/// Lets one loom model run at a time in a process. Every loom execution maps
+/// and unmaps a coroutine stack per thread; two models in one process
+/// contend on its address space (the loom suite on 2 cores, measured: 16.4 s
+/// wall and 16.0 s of system time with two at once, 12.2 s and 7.6 s one at
+/// a time).
+static LOOM_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The body under loom: every interleaving within the preemption bound
 /// (`LOOM_MAX_PREEMPTIONS`, else [`crate::LOOM_PREEMPTION_BOUND`]).
 pub fn loom_check(variant: Variant, scenario: Scenario) -> LoomRun {
@@ -281,6 +288,7 @@ pub fn loom_check_bounded(
     default_bound: usize,
     observe: impl Fn(&Outcome) + Send + Sync + 'static,
 ) -> LoomRun {
+    let _one_at_a_time = LOOM_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
     let mut builder = loom::model::Builder::new();
@@ -300,17 +308,16 @@ pub fn schedule_dir() -> PathBuf {
     std::env::temp_dir().join(format!("proofs-shuttle-schedules-{}", std::process::id()))
 }
 
-/// Runs expected to fail write their schedule to [`schedule_dir`], which
-/// [`expect_replayable_shuttle_violation`] creates first; the others (a policy that
-/// must pass) print it with the failure, so they leave nothing behind.
+/// Every runner persists a failing schedule to [`schedule_dir`], the same
+/// configuration for all of them, as shuttle's process-wide panic hook keeps
+/// the first runner's. The directory exists only while a run expected to
+/// fail is under way ([`expect_replayable_shuttle_violation`] creates it and
+/// removes it); a run that fails at any other time finds no directory and
+/// shuttle prints its schedule with the failure instead, so no test leaves
+/// anything behind.
 fn shuttle_config() -> shuttle::Config {
     let mut config = shuttle::Config::new();
-    let dir = schedule_dir();
-    config.failure_persistence = if dir.is_dir() {
-        shuttle::FailurePersistence::File(Some(dir))
-    } else {
-        shuttle::FailurePersistence::Print
-    };
+    config.failure_persistence = shuttle::FailurePersistence::File(Some(schedule_dir()));
     config
 }
 
@@ -360,8 +367,11 @@ pub fn expect_violation<R>(check: impl FnOnce() -> R) -> Violation {
 /// Runs `check`, which must fail with the checker's deadlock report (loom:
 /// `deadlock; threads = ...`, shuttle: `deadlock! blocked tasks: ...`);
 /// returns that report. Panics (failing the test) if `check` passes or fails
-/// with anything else, a [`Violation`] included.
+/// with anything else, a [`Violation`] included. Takes its turn with the
+/// other runs that must fail, so that a schedule shuttle persists for the
+/// deadlock never lands in another run's [`schedule_dir`].
 pub fn expect_deadlock<R>(check: impl FnOnce() -> R) -> String {
+    let _serial = FAILING_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     match panic::catch_unwind(AssertUnwindSafe(check)) {
         Ok(_) => panic!("the check passed: no interleaving deadlocked"),
         Err(payload) => {
@@ -372,8 +382,9 @@ pub fn expect_deadlock<R>(check: impl FnOnce() -> R) -> String {
     }
 }
 
-/// Serialises the shuttle runs that must fail, so that each finds its own
-/// schedule file in [`schedule_dir`].
+/// Serialises the runs that must fail (violations and deadlocks), so that
+/// each run that reads back its schedule finds only its own file in
+/// [`schedule_dir`].
 static FAILING_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs a shuttle `check` that must fail with a [`Violation`], reads back the

@@ -9,8 +9,10 @@
 //! the tests use ([`scenarios`]) and every bound in one place (the consts
 //! below). The tests are in `tests/`, one file per checker, policy and
 //! scenario (`loom_mutex_start_postcopy.rs`, `shuttle_qemu91_all_threads.rs`,
-//! ...); a plain `cargo test` runs them: no feature, no `cfg(loom)`, no
-//! RUSTFLAGS (loom's types are only ever built inside `loom::model`).
+//! ...), in two test binaries (`tests/loom_suite.rs`,
+//! `tests/shuttle_suite.rs`); a plain `cargo test` runs them: no feature, no
+//! `cfg(loom)`, no RUSTFLAGS (loom's types are only ever built inside
+//! `loom::model`).
 //!
 //! Deeper loom runs: loom explores every interleaving within a preemption
 //! bound, which is `LOOM_MAX_PREEMPTIONS` when it is set and otherwise the

@@ -249,7 +249,8 @@ pub enum QmpError {
 
 impl Qmp {
     /// Connects to `path` (retrying until `timeout` while QEMU creates it),
-    /// reads the greeting and leaves capability negotiation.
+    /// reads the greeting (skipping events before it) and leaves capability
+    /// negotiation.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
@@ -262,7 +263,15 @@ impl Qmp {
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let writer = stream.try_clone()?;
         let mut qmp = Qmp { reader: std::io::BufReader::new(stream), writer };
-        let greeting = qmp.read_message()?;
+        // QEMU 7.2 can write an event ahead of the greeting: a destination
+        // started with `-incoming` was seen to send its MIGRATION `setup`
+        // event first. Events are skipped here as in `execute`.
+        let greeting = loop {
+            let m = qmp.read_message()?;
+            if m.get("event").is_none() {
+                break m;
+            }
+        };
         if greeting.get("QMP").is_none() {
             return Err(QmpError::Protocol(greeting.to_string()));
         }
@@ -308,5 +317,46 @@ impl Qmp {
             }
             // An asynchronous event: not the answer.
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A QMP peer that writes an event before its greeting, as QEMU 7.2's
+    /// `-incoming` destination was seen to, and another one before the
+    /// answer to `qmp_capabilities`: `connect` skips both and succeeds, and
+    /// the next command gets its own answer.
+    #[test]
+    fn connect_skips_events_sent_before_the_greeting() {
+        let dir = std::env::temp_dir().join(format!("qmp-event-first-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let event = r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "MIGRATION", "data": {"status": "setup"}}"#;
+        let peer = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut w = stream.try_clone().unwrap();
+            let mut r = BufReader::new(stream);
+            writeln!(w, "{event}").unwrap();
+            writeln!(w, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert!(line.contains("qmp_capabilities"), "{line}");
+            writeln!(w, "{event}").unwrap();
+            writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            assert!(line.contains("query-status"), "{line}");
+            writeln!(w, r#"{{"return": {{"status": "inmigrate"}}}}"#).unwrap();
+        });
+        let mut qmp = Qmp::connect(&path, Duration::from_secs(5)).expect("connect past the event");
+        let status = qmp.execute("query-status", None).unwrap();
+        assert_eq!(status["status"], "inmigrate");
+        peer.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,5 +1,7 @@
-//! Shared helpers of the benchmarks (`benches/reply_path.rs`,
-//! `benches/reply_queue.rs`, `benches/summary.rs`): the set-ups
+//! Shared helpers of the benchmarks (the `benches` package's
+//! `benches/reply_path.rs`, `benches/reply_queue.rs` and
+//! `benches/summary.rs`), a package of their own so that `cargo test` runs
+//! their unit tests without building criterion: the set-ups
 //! each group measures, a pool of requesting threads, latency recording and
 //! the summary table.
 //!
