@@ -24,11 +24,11 @@ check() {
   local label=$1; shift
   local code=0
   /usr/bin/time -f "%e %M" -o "$tmp/time" "$bin" check --json "$@" >"$tmp/out" 2>"$tmp/err" || code=$?
-  read -r wall kb <"$tmp/time"
+  read -r wall kb < <(tail -n 1 "$tmp/time")
   local mb=$((kb / 1024))
   if [ "$code" -eq 0 ]; then
-    jq -r --arg label "$label" --arg wall "$wall" --arg mb "$mb" '
-      [ $label,
+    jq -r --arg name "$label" --arg wall "$wall" --arg mb "$mb" '
+      [ $name,
         ([.properties[] | if .holds then "✓" else "✗" end] | join("")),
         .unique_states,
         (.search_seconds * 100 | round / 100),
@@ -52,6 +52,8 @@ check "qemu-9.1, V=8, short reads, reduced" \
   --variant qemu-9.1 --virtqueues 8 --misses 0 --short-reads
 check "qemu-9.1, 16 vq, 8 misses, reduced" \
   --variant qemu-9.1 --virtqueues 16 --misses 8
+check "qemu-9.1, 16 vq, 8 misses, short reads, reduced" \
+  --variant qemu-9.1 --virtqueues 16 --misses 8 --short-reads
 for v in qemu-9.1 qemu-9.1+fail-start mutex mutex+fail-start bql-listen bql-listen+fail-start \
          bql-postcopy-end bql-postcopy-end+fail-start qemu-10.2 qemu-10.2+fail-start \
          reply-queue reply-queue+fail-start; do
@@ -64,7 +66,7 @@ echo "| explain (default bound: 8 virtqueues, 3 misses) | explained by | total s
 echo "|---|---|---|---|"
 for log in examples/logs/*.log; do
   /usr/bin/time -f "%e %M" -o "$tmp/time" "$bin" explain --json "$log" >"$tmp/out" 2>"$tmp/err"
-  read -r wall kb <"$tmp/time"
+  read -r wall kb < <(tail -n 1 "$tmp/time")
   by=$(jq -r '[.variants[] | select(.found != null) | .variant] | join(", ")' "$tmp/out")
   echo "| $(basename "$log") | ${by:-none} | $wall | $((kb / 1024)) |"
 done
