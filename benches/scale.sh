@@ -50,6 +50,8 @@ check "qemu-9.1, V=6, short reads, reduced" \
   --variant qemu-9.1 --virtqueues 6 --misses 0 --short-reads
 check "qemu-9.1, V=8, short reads, reduced" \
   --variant qemu-9.1 --virtqueues 8 --misses 0 --short-reads
+check "qemu-9.1, V=8, short reads, reduced, 2 threads" \
+  --variant qemu-9.1 --virtqueues 8 --misses 0 --short-reads --threads 2
 check "qemu-9.1, 16 vq, 8 misses, reduced" \
   --variant qemu-9.1 --virtqueues 16 --misses 8
 check "qemu-9.1, 16 vq, 8 misses, short reads, reduced" \
