@@ -161,8 +161,8 @@ fn summary(mode: Mode) {
         })
         .collect();
     let mut model_rows: Vec<(&str, usize, usize, Vec<f64>)> = vec![
-        ("default scenario, all 10 variants", 1, 0, Vec::new()),
-        ("default scenario, all 10 variants", 2, 0, Vec::new()),
+        ("default scenario, all 12 variants", 1, 0, Vec::new()),
+        ("default scenario, all 12 variants", 2, 0, Vec::new()),
         ("8 virtqueues, 3 misses, qemu-9.1", 1, 0, Vec::new()),
         ("8 virtqueues, 3 misses, qemu-9.1", 2, 0, Vec::new()),
         ("our DFS, qemu-9.1, 4 vq, short reads, every interleaving", 1, 0, Vec::new()),
