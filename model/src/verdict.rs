@@ -2,9 +2,11 @@
 //! row: one entry per property, holds or a shortest counterexample, with the
 //! run's size and time. The checker, the tests and the benchmarks all use it.
 //!
-//! Every run explores the whole state space (stateright's default would stop
-//! once every property has a discovery, which makes state counts
-//! meaningless), so a ✓ always comes from a complete exhaustive run.
+//! Every run explores the whole state space (reduced or not, see
+//! [`crate::search`] and [`crate::reduce`]: it never stops at the first
+//! violations, which would make state counts meaningless), so a ✓ always
+//! comes from a complete exhaustive run; the shortest counterexamples come
+//! from a breadth-first pass over every interleaving that stops at them.
 //!
 //! Leaves out: symmetry reduction (the threads are not interchangeable) and
 //! on-demand checking.
@@ -71,7 +73,7 @@ impl Default for CheckOptions {
 /// Which part of a check is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Phase {
-    /// The exhaustive breadth-first check (stateright).
+    /// The exhaustive depth-first search the verdicts come from.
     Checking,
     /// The second breadth-first pass that finds each failing property's
     /// shortest counterexample.
@@ -183,10 +185,11 @@ impl Verdict {
     }
 }
 
-/// The checker every verdict (and the benchmarks) runs: `threads` threads,
-/// never stopping at the first discoveries, so it explores everything, and
-/// stopping at [`DEFAULT_MAX_STATES`] generated states so that no caller can
-/// exhaust memory ([`check`] sets its own bound over this one).
+/// stateright's own checker on the model, as the benchmarks and the tests
+/// run it beside ours: `threads` threads, never stopping at the first
+/// discoveries, so it explores everything, and stopping at
+/// [`DEFAULT_MAX_STATES`] generated states so that no caller can exhaust
+/// memory.
 pub fn exhaustive(model: ReplyRace, threads: usize) -> CheckerBuilder<ReplyRace> {
     model
         .checker()
@@ -195,8 +198,9 @@ pub fn exhaustive(model: ReplyRace, threads: usize) -> CheckerBuilder<ReplyRace>
         .target_state_count(DEFAULT_MAX_STATES)
 }
 
-/// Checks `variant` on `scenario` exhaustively (breadth first); with
-/// `opts.progress`, a plain line on standard error once a second.
+/// Checks `variant` on `scenario` exhaustively (depth first, then breadth
+/// first for the shortest counterexamples); with `opts.progress`, a plain
+/// line on standard error once a second.
 pub fn check(variant: Variant, scenario: Scenario, opts: &CheckOptions) -> Verdict {
     let mut last = Instant::now();
     let print = |p: &Progress| {
@@ -227,11 +231,9 @@ pub fn describe_progress(p: &Progress) -> String {
     )
 }
 
-/// [`check`] with a callback, called about five times a second with the
-/// progress of each pass; returning `Break` stops the check and returns what
-/// it had found. After a `Break` in the first pass, stateright's checker
-/// threads run on in the background until they finish or reach the bound
-/// (stateright has no way to stop them); the caller is expected to exit.
+/// [`check`] with a callback, called every 65 536 generated states with the
+/// progress of each pass; returning `Break` stops the check (every search
+/// thread included) and returns what it had found.
 pub fn check_with(
     variant: Variant,
     scenario: Scenario,
@@ -502,7 +504,7 @@ mod tests {
     use super::*;
 
     fn largest() -> Scenario {
-        Scenario { virtqueues: 16, backend_misses: 8, ..Scenario::default() }
+        Scenario { virtqueues: 16, backend_misses: 8, short_reads: true, ..Scenario::default() }
     }
 
     #[test]
@@ -510,9 +512,10 @@ mod tests {
         let opts = CheckOptions { max_states: Some(50_000), ..CheckOptions::default() };
         let v = check("qemu-9.1".parse().unwrap(), largest(), &opts);
         assert!(!v.complete);
-        // stateright looks at the bound after each block of 1 500 states.
+        // The search looks at the bound after each state it expands (fewer
+        // than 100 moves each).
         assert!(
-            (50_000..50_000 + 1_500 * 8).contains(&v.generated_states),
+            (50_000..50_000 + 100).contains(&v.generated_states),
             "{}",
             v.generated_states
         );
@@ -562,7 +565,6 @@ mod tests {
 
     #[test]
     fn interrupting_a_check_returns_what_it_had() {
-        // A small bound: stateright's threads run on to it after the interruption.
         let opts = CheckOptions { max_states: Some(100_000), ..CheckOptions::default() };
         let r =
             check_with("qemu-9.1".parse().unwrap(), largest(), &opts, |_| ControlFlow::Break(()));
