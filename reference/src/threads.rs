@@ -19,15 +19,21 @@
 //! Leaves out: the fault thread itself (no socket traffic; its join is a
 //! no-op), QEMU's poll: the main loop reads the back-end channel message
 //! before taking the BQL (only the main loop reads that channel, so this
-//! equals "poll said readable, then handle under the BQL"), and it serves a
-//! pending bottom half first, else blocks on the next back-end message while
-//! any is still expected, else waits for the bottom half. The main loop
-//! handles exactly [`crate::scenario::Scenario::backend_misses`] messages and stops.
+//! equals "poll said readable, then handle under the BQL"). Which of its two
+//! sources it dispatches next, when both are still to come, is QEMU's race
+//! between the bottom half's scheduling and the miss's arrival: on real
+//! threads it runs a pending bottom half first, else blocks on the next
+//! back-end message; the choice goes through the back-end channel's
+//! [`Transport::goes_next`], so that a gated in-memory channel lets a
+//! scheduler take either order (the model's `Action::RunPostcopyBh` and
+//! `Action::ServeBackendChannel`), waiting for the bottom half when it is
+//! chosen before it is scheduled. The main loop handles exactly
+//! [`crate::scenario::Scenario::backend_misses`] messages and stops.
 
 use crate::frontend::{Frontend, FrontendError};
 use crate::scenario::{LockPolicy, ThreadRole};
 use crate::sync::{Monitor, SyncFamily};
-use crate::transport::{read_all, Transport};
+use crate::transport::{read_all, GateOp, Transport};
 use crate::wire::{self, BackendRequest, Header, IotlbMsg, IotlbType, HEADER_SIZE};
 
 /// Why a thread body stopped early.
@@ -77,19 +83,32 @@ impl<F: SyncFamily, T: Transport> Frontend<F, T> {
             self.scenario.postcopy_end && self.variant.policy.postcopy_end_in_main_loop();
         let mut result = Ok(());
         while misses_left > 0 || bh_left {
-            let bh_ready = bh_left && self.bh.with(|b| std::mem::take(&mut b.postcopy_end));
-            if bh_ready || (bh_left && misses_left == 0) {
-                if !bh_ready {
-                    let run = self.bh.wait_until(|b| {
+            let mut bh_taken = false;
+            let read_channel = misses_left > 0
+                && (!bh_left || {
+                    bh_taken = self.bh.with(|b| std::mem::take(&mut b.postcopy_end));
+                    let chan = self.backend_channel.as_ref();
+                    let read =
+                        chan.is_none_or(|c| c.goes_next(GateOp::Recv(HEADER_SIZE), !bh_taken));
+                    if read && bh_taken {
+                        // A scheduler put the miss first: the bottom half
+                        // stays pending.
+                        self.bh.with(|b| b.postcopy_end = true);
+                        bh_taken = false;
+                    }
+                    read
+                });
+            if !read_channel {
+                let run = bh_taken
+                    || self.bh.wait_until(|b| {
                         if b.shut_down {
                             Some(false)
                         } else {
                             std::mem::take(&mut b.postcopy_end).then_some(true)
                         }
                     });
-                    if !run {
-                        return Err(FrontendError::Protocol("shut down before the bottom half"));
-                    }
+                if !run {
+                    return Err(FrontendError::Protocol("shut down before the bottom half"));
                 }
                 bh_left = false;
                 let r = self.bql.with(|_| self.vhost_user_postcopy_end(role));

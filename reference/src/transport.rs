@@ -68,6 +68,19 @@ pub trait Transport: Send + Sync {
         let _ = timeout;
         Ok(true)
     }
+
+    /// Whether the calling thread's next operation is `op` on this end, at
+    /// a choice a real run leaves to timing: the back-end sends its next
+    /// miss on the back-end channel or reads the next request first; QEMU's
+    /// main loop reads the back-end channel or runs a pending bottom half
+    /// first (which of two ready sources its `poll` saw first). Returns
+    /// `default`, the order of a run on real threads; an end with a
+    /// [`Gate`] asks the gate ([`Gate::goes_next`]), so that a scheduler can
+    /// take every order.
+    fn goes_next(&self, op: GateOp, default: bool) -> bool {
+        let _ = op;
+        default
+    }
 }
 
 /// Bytes of a [`RecvBuffer`]: room for the largest message (a 12-byte

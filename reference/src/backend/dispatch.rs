@@ -16,6 +16,12 @@
 //! requests it sends the device's BACKEND_IOTLB_MSG misses on the back-end
 //! channel (which it owns: preset, or from SET_BACKEND_REQ_FD) and, with
 //! NEED_REPLY, reads their answer before it reads the main socket again.
+//! Whether the next miss goes out before the next request is read is a
+//! choice ([`Transport::goes_next`] on the channel): on real sockets the
+//! miss goes first, as soon as the device has it; a gated in-memory channel
+//! lets a scheduler send it after any number of requests, as a back-end
+//! whose misses come from its datapath may (the model's
+//! `Action::BackendSendMiss`).
 //! Malformed input is a typed [`BackendError`]: the connection is shut
 //! down, received descriptors are closed (they are [`OwnedFd`]s), nothing
 //! panics.
@@ -39,7 +45,7 @@ use super::plan::{self, ReplyPlan};
 use super::postcopy::{self, FaultInjection};
 use super::trace::{Direction, TraceEvent};
 use super::{BackendConfig, BackendError, ReferenceDevice};
-use crate::transport::{read_all, RecvBuffer, Transport, TransportError, UnixTransport};
+use crate::transport::{read_all, GateOp, RecvBuffer, Transport, TransportError, UnixTransport};
 use crate::wire::{
     self, Header, IotlbMsg, IotlbType, MemoryRegion, ProtocolFeatures, Request, VringAddr,
     WireError, HEADER_SIZE, VRING_IDX_MASK, VRING_NOFD_MASK,
@@ -62,6 +68,8 @@ pub struct Backend<T: Transport, H: BackendReqHandler = ReferenceDevice> {
     mem_table_ack_pending: bool,
     /// Bytes read from the main socket and not yet framed into requests.
     inbox: RecvBuffer,
+    /// The device's next miss, taken from the handler and not yet sent.
+    pending_miss: Option<IotlbMsg>,
 }
 
 impl<T: Transport, H: BackendReqHandler> std::fmt::Debug for Backend<T, H> {
@@ -127,6 +135,7 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
             held: None,
             mem_table_ack_pending: false,
             inbox: RecvBuffer::default(),
+            pending_miss: None,
         }
     }
 
@@ -196,8 +205,17 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
 
     fn serve_inner(&mut self) -> Result<(), BackendError> {
         loop {
-            if let Some(miss) = self.handler.next_miss() {
-                self.send_miss(&miss)?;
+            if self.pending_miss.is_none() {
+                self.pending_miss = self.handler.next_miss();
+            }
+            if let Some(miss) = self.pending_miss {
+                // Before the next request unless the channel's gate orders
+                // the request first (a real channel always says now).
+                let send = GateOp::Send(wire::IOTLB_REQUEST_SIZE);
+                if self.channel.as_ref().is_none_or(|c| c.goes_next(send, true)) {
+                    self.pending_miss = None;
+                    self.send_miss(&miss)?;
+                }
             }
             if let Some((_, since)) = &self.held {
                 let left = postcopy::HOLD_LIMIT.saturating_sub(since.elapsed());

@@ -86,8 +86,9 @@ pub trait BackendReqHandler {
     /// Where `[iova, iova + len)` lands in guest physical memory with
     /// `perm`'s access, if the IOTLB and the memory table cover it.
     fn translate(&self, iova: u64, len: u64, perm: IotlbPerm) -> Option<GuestAddress>;
-    /// The next BACKEND_IOTLB_MSG miss to send on the back-end channel
-    /// before the main socket is read again, if any.
+    /// The next BACKEND_IOTLB_MSG miss to send on the back-end channel, if
+    /// any: the dispatch loop sends it before it reads the next request
+    /// unless the channel's gate orders the request first.
     fn next_miss(&mut self) -> Option<IotlbMsg>;
 
     /// POSTCOPY_ADVISE: the userfaultfd to pass to the front-end.

@@ -17,7 +17,10 @@
 //! [`MemoryTransport::with_gate`] puts a [`Gate`] around every send and
 //! receive of one end: a test seam through which a scheduler releases the
 //! threads' socket operations in an order it chooses (the model's replay in
-//! `model/tests/replay_reference.rs`) and sees the bytes each one moved.
+//! `model/tests/replay_reference.rs`) and sees the bytes each one moved; it
+//! also answers the end's [`Transport::goes_next`], so that the scheduler
+//! takes the choices a real run leaves to timing (the back-end's miss or
+//! its next request, the main loop's back-end channel or bottom half).
 //!
 //! Leaves out: socket buffer limits (sends never block), and partial sends.
 
@@ -65,6 +68,16 @@ pub trait Gate: Send + Sync {
 
     /// After `op` on `end`, with the bytes it sent or received.
     fn after(&self, end: &'static str, op: GateOp, bytes: &[u8]);
+
+    /// Whether the calling thread's next operation is `op` on `end`, where
+    /// the thread could also do something else first (see
+    /// [`Transport::goes_next`]); may block until the gate knows. `None`:
+    /// no opinion, the caller takes its real-run order. The default has
+    /// none.
+    fn goes_next(&self, end: &'static str, op: GateOp) -> Option<bool> {
+        let _ = (end, op);
+        None
+    }
 }
 
 /// One end of an in-memory connection over sync family `F`.
@@ -142,6 +155,11 @@ impl<F: SyncFamily> Transport for MemoryTransport<F> {
 
     fn shutdown(&self) {
         self.streams.with_notify(|s| s.closed = true);
+    }
+
+    fn goes_next(&self, op: GateOp, default: bool) -> bool {
+        let Some((gate, end)) = &self.gate else { return default };
+        gate.goes_next(end, op).unwrap_or(default)
     }
 }
 
