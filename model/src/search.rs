@@ -106,6 +106,18 @@ pub fn depth_first(
     max_states: Option<usize>,
     mut on_progress: impl FnMut(&Searched) -> ControlFlow<()>,
 ) -> Searched {
+    depth_first_dyn(model, reduce, max_states, &mut on_progress)
+}
+
+/// [`depth_first`] with its callback behind a pointer, so that the search
+/// is compiled once, here, at this crate's optimisation, and not again in
+/// each caller's crate for each callback type.
+fn depth_first_dyn(
+    model: &ReplyRace,
+    reduce: bool,
+    max_states: Option<usize>,
+    on_progress: &mut dyn FnMut(&Searched) -> ControlFlow<()>,
+) -> Searched {
     let bound = max_states.unwrap_or(usize::MAX);
     let ex = Expander::new(model, reduce);
     let mut seen = FingerprintSet::default();
@@ -237,6 +249,17 @@ pub fn depth_first_parallel(
     max_states: Option<usize>,
     threads: usize,
     mut on_progress: impl FnMut(&Searched) -> ControlFlow<()>,
+) -> Searched {
+    depth_first_parallel_dyn(model, reduce, max_states, threads, &mut on_progress)
+}
+
+/// [`depth_first_parallel`], compiled once (see [`depth_first_dyn`]).
+fn depth_first_parallel_dyn(
+    model: &ReplyRace,
+    reduce: bool,
+    max_states: Option<usize>,
+    threads: usize,
+    on_progress: &mut dyn FnMut(&Searched) -> ControlFlow<()>,
 ) -> Searched {
     use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
     use std::sync::{Condvar, Mutex};

@@ -240,13 +240,25 @@ pub fn check_with(
     opts: &CheckOptions,
     mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Verdict, Interrupted> {
+    check_with_dyn(variant, scenario, opts, &mut on_progress)
+}
+
+/// [`check_with`] with its callback behind a pointer, so that the check is
+/// compiled once, here, at this crate's optimisation, not again in each
+/// caller's crate.
+fn check_with_dyn(
+    variant: Variant,
+    scenario: Scenario,
+    opts: &CheckOptions,
+    on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<Verdict, Interrupted> {
     let model = ReplyRace::new(variant, scenario);
     let start = Instant::now();
     // The verdicts come from a depth-first pass, which keeps only the
     // visited fingerprints and the states still to expand (a breadth-first
     // one keeps its whole frontier: ten times the memory); the shortest
     // counterexamples from a breadth-first pass below that stops at them.
-    let explored = explore_depth_first(&model, variant, opts, start, &mut on_progress)?;
+    let explored = explore_depth_first(&model, variant, opts, start, on_progress)?;
     let search_seconds = start.elapsed().as_secs_f64();
     let Explored { unique_states, generated_states, max_depth, failing } = explored;
     // The bound counts every generated state, duplicates included.
@@ -343,7 +355,7 @@ fn explore_depth_first(
     variant: Variant,
     opts: &CheckOptions,
     start: Instant,
-    on_progress: &mut impl FnMut(&Progress) -> ControlFlow<()>,
+    on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Explored, Interrupted> {
     let mut interrupted = false;
     let report = |p: &crate::search::Searched| {
@@ -430,6 +442,16 @@ pub fn shortest_counterexamples(
     max_states: Option<usize>,
     mut on_progress: impl FnMut(usize, usize, usize) -> ControlFlow<()>,
 ) -> Result<Vec<(&'static str, Vec<Action>)>, Stopped> {
+    shortest_counterexamples_dyn(model, names, max_states, &mut on_progress)
+}
+
+/// [`shortest_counterexamples`], compiled once (see [`check_with_dyn`]).
+fn shortest_counterexamples_dyn(
+    model: &ReplyRace,
+    names: &[&'static str],
+    max_states: Option<usize>,
+    on_progress: &mut dyn FnMut(usize, usize, usize) -> ControlFlow<()>,
+) -> Result<Vec<(&'static str, Vec<Action>)>, Stopped> {
     use stateright::Expectation;
 
     let properties: Vec<_> = names.iter().map(|n| model.property(n)).collect();
@@ -514,11 +536,7 @@ mod tests {
         assert!(!v.complete);
         // The search looks at the bound after each state it expands (fewer
         // than 100 moves each).
-        assert!(
-            (50_000..50_000 + 100).contains(&v.generated_states),
-            "{}",
-            v.generated_states
-        );
+        assert!((50_000..50_000 + 100).contains(&v.generated_states), "{}", v.generated_states);
         assert!(v.properties.iter().all(|p| !p.holds && p.counterexample.is_none()));
     }
 
