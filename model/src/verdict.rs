@@ -452,14 +452,8 @@ fn shortest_counterexamples_dyn(
     max_states: Option<usize>,
     on_progress: &mut dyn FnMut(usize, usize, usize) -> ControlFlow<()>,
 ) -> Result<Vec<(&'static str, Vec<Action>)>, Stopped> {
-    use stateright::Expectation;
-
-    let properties: Vec<_> = names.iter().map(|n| model.property(n)).collect();
-    let violates = |p: &stateright::Property<ReplyRace>, s: &State| match p.expectation {
-        Expectation::Always => !(p.condition)(model, s),
-        Expectation::Eventually => model.is_stuck(s) && !(p.condition)(model, s),
-        Expectation::Sometimes => (p.condition)(model, s),
-    };
+    let properties: Vec<Prop> =
+        names.iter().map(|n| Prop::find(n).expect("a property of the model")).collect();
     // Parent index and the action from the parent, per visited state.
     let mut nodes: Vec<(u32, Option<Action>)> = Vec::new();
     let mut seen = crate::search::FingerprintSet::default();
@@ -488,16 +482,19 @@ fn shortest_counterexamples_dyn(
     let mut next_report = 1usize << 16;
     while let Some((i, d, state)) = queue.pop_front() {
         depth = depth.max(d);
-        for (name, p) in names.iter().zip(&properties) {
-            if !found.iter().any(|(n, _)| n == name) && violates(p, &state) {
+        // The moves first: whether the state is stuck decides the
+        // properties about final states (`ReplyRace::holds`).
+        actions.clear();
+        model.actions(&state, &mut actions);
+        let stuck = actions.is_empty();
+        for (name, &p) in names.iter().zip(&properties) {
+            if !found.iter().any(|(n, _)| n == name) && !model.holds(p, &state, stuck) {
                 found.push((name, path_to(&nodes, i)));
             }
         }
         if found.len() == names.len() {
             break;
         }
-        actions.clear();
-        model.actions(&state, &mut actions);
         for &a in &actions {
             let Some(next) = model.next_state(&state, a) else { continue };
             generated += 1;
