@@ -444,7 +444,7 @@ impl ReplyRace {
     }
 
     /// Whether the main loop has a postcopy bottom half to run in this scenario.
-    fn main_loop_runs_bh(&self) -> bool {
+    pub(crate) fn main_loop_runs_bh(&self) -> bool {
         self.scenario.postcopy_end && self.variant.policy.postcopy_end_in_main_loop()
     }
 

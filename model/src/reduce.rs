@@ -159,10 +159,7 @@ impl<'m> Reduction<'m> {
             if t.misses_taken < sc.backend_misses {
                 m |= self.dispatch[0];
             }
-            if sc.postcopy_end
-                && self.model.variant.policy.postcopy_end_in_main_loop()
-                && !t.bh_done
-            {
+            if self.model.main_loop_runs_bh() && !t.bh_done {
                 m |= self.dispatch[1];
             }
         }
@@ -234,9 +231,10 @@ impl<'m> Reduction<'m> {
     fn main_loop_dispatch_complete(&self, s: &State, mine: &[Action]) -> bool {
         let t = s.thread(ThreadRole::MainLoop);
         let sc = &self.model.scenario;
-        let runs_bh = sc.postcopy_end && self.model.variant.policy.postcopy_end_in_main_loop();
         (mine.contains(&Action::ServeBackendChannel) || t.misses_taken == sc.backend_misses)
-            && (mine.contains(&Action::RunPostcopyBh) || !runs_bh || t.bh_done)
+            && (mine.contains(&Action::RunPostcopyBh)
+                || !self.model.main_loop_runs_bh()
+                || t.bh_done)
     }
 
     /// Whether the back-end's enabled moves (those of `actions`) can be

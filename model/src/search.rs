@@ -9,8 +9,8 @@
 //! pinned row. What it does not do, and why it exists: it keeps no path per
 //! pending state (stateright's keeps one, a copy per state), hashes with
 //! aHash instead of SipHash, takes no lock per insert, and checks the state
-//! bound exactly. It runs on one thread; `--threads` above 1 runs
-//! stateright's own parallel checker instead.
+//! bound exactly. [`depth_first_parallel`] runs the same search on several
+//! threads (`--threads`).
 //!
 //! Properties: every `always` property is checked on every state; the one
 //! `eventually` property ([`Prop::Finishes`]: every thread finishes) is
