@@ -4,8 +4,11 @@
 //!
 //! Models: the question an engineer asks after an incident, "which
 //! interleaving of which threads, under which variant, prints exactly this?".
-//! The search is breadth first (so an explanation is a shortest one) over
-//! nodes (model state, log lines matched so far, thread ids bound so far). A
+//! The search runs over nodes (model state, log lines matched so far,
+//! thread ids bound so far): depth first on the partial-order-reduced graph
+//! to decide whether any run logs the target, then, where one does,
+//! breadth first on the full graph, so that an explanation is a shortest one
+//! (unless that search reaches its bound: [`Found::shortest`]). A
 //! node whose log has diverged from the target is not expanded, which keeps
 //! the search small: only interleavings that log nothing, or log a prefix of
 //! the target, are explored. The model's `log` is write-only (no transition

@@ -256,14 +256,6 @@ impl Stream {
     }
 }
 
-/// The header in the first 12 of `bytes`.
-///
-/// # Panics
-/// If fewer than 12 bytes are given.
-pub fn bytes_header(bytes: &[u8]) -> Header {
-    Header::from_bytes(bytes[..HEADER_SIZE].try_into().expect("12 header bytes"))
-}
-
 /// `bytes` as the diagrams show them: each whole 4-byte group as a
 /// little-endian u32 in hex (`16 5 8` for a REPLY_ACK header), then a tail
 /// of 1 to 3 bytes, if any, after `|` as two-digit hex bytes
