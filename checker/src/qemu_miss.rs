@@ -77,6 +77,13 @@ pub struct MissReport {
     pub waits: Vec<String>,
 }
 
+impl MissReport {
+    /// QEMU hung: QMP silent and the miss unanswered for the whole timeout.
+    pub fn hung(&self) -> bool {
+        !self.qmp_answered && !self.miss_answered
+    }
+}
+
 /// Runs the subcommand.
 pub fn run(args: QemuMissArgs) -> Result<ExitCode> {
     let qemu = QemuBinary::find()?;
@@ -181,9 +188,11 @@ pub fn miss_run(
             waits,
         })
     })();
-    // A hung QEMU cannot process SIGTERM (its main loop is blocked): SIGKILL
-    // follows after the grace period.
-    proc.terminate(Duration::from_secs(2));
+    // A hung QEMU cannot process SIGTERM (its main loop, which handles it,
+    // waits for the BQL), so it gets SIGKILL at once; one that answered gets
+    // SIGTERM and a grace period.
+    let hung = result.as_ref().is_ok_and(MissReport::hung);
+    proc.terminate(if hung { Duration::ZERO } else { Duration::from_secs(2) });
     let _ = peer.join();
     result
 }
