@@ -278,8 +278,8 @@ pub fn run(args: QemuMatrixArgs) -> Result<ExitCode> {
         let migrations = runs.iter().filter(|r| r.completed).count();
         let serialised = runs.iter().filter(|r| r.hold_hit_limit).count();
         let model_miss = if miss.model_deadlocks { "deadlocks" } else { "no deadlock" }.to_string();
-        let agree = (model_postcopy == "races") == (raced > 0)
-            && miss.model_deadlocks == miss.hung();
+        let agree =
+            (model_postcopy == "races") == (raced > 0) && miss.model_deadlocks == miss.hung();
         rows.push(Row {
             variant: variant.to_string(),
             binary: path.display().to_string(),

@@ -432,7 +432,7 @@ fn the_built_variants_behave_as_the_matrix_says() {
         .arg("qemu-matrix")
         .arg("--cache")
         .arg(&cache)
-        .args(["--variant", "qemu-9.1", "--variant", "mutex", "--runs", "2", "--jobs", "4"])
+        .args(["--variant", "qemu-9.1", "--variant", "mutex", "--runs", "2", "--jobs", "6"])
         // As in the qemu-miss test: a healthy QEMU answers QMP in milliseconds.
         .args(["--timeout-secs", "3"])
         .arg("--json")

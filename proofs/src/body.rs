@@ -255,12 +255,46 @@ impl fmt::Display for LoomRun {
     }
 }
 
-/// Lets one loom model run at a time in a process. Every loom execution maps
+/// Lets one loom model run at a time in a process (the loom suite runs
+/// each in a process of its own: [`in_own_process`]). Every loom execution maps
 /// and unmaps a coroutine stack per thread; two models in one process
 /// contend on its address space (the loom suite on 2 cores, measured: 16.4 s
 /// wall and 16.0 s of system time with two at once, 12.2 s and 7.6 s one at
 /// a time).
 static LOOM_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Set in a child process that [`in_own_process`] started: the child runs
+/// the test's body itself.
+const OWN_PROCESS: &str = "PROOFS_OWN_PROCESS";
+
+/// Runs the calling test's `body` in a process of its own: the test binary
+/// again, asked for this one test (libtest names a test's thread after the
+/// test), with the body's output passed on. Two loom models in one process
+/// contend on its address space ([`LOOM_RUNS`]); in two processes they run
+/// side by side (the loom suite on 2 cores, measured: its two longest models
+/// 7.2 s side by side in two processes, 11 s one after the other in one).
+/// Fails the test if the child fails or did not run exactly that test.
+/// Runs `body` here when the test's thread has no name to ask for.
+pub fn in_own_process(body: impl FnOnce()) {
+    let name = std::thread::current().name().map(str::to_owned);
+    let (Some(name), None) = (name.filter(|n| n != "main"), std::env::var_os(OWN_PROCESS)) else {
+        return body();
+    };
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads", "1"])
+        .env(OWN_PROCESS, "1")
+        .output()
+        .expect("run the test binary for one test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprint!("{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{name} in a process of its own ({}):\n{stdout}{stderr}",
+        out.status
+    );
+}
 
 /// The body under loom: every interleaving within the preemption bound
 /// (`LOOM_MAX_PREEMPTIONS`, else [`crate::LOOM_PREEMPTION_BOUND`]).

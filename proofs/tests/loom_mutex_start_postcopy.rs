@@ -9,12 +9,14 @@
 //! Leaves out: the main loop (see `loom_mutex_start_postcopy_miss.rs`) and
 //! fail-start (device start never fails here).
 
-use proofs::body::loom_check;
+use proofs::body::{in_own_process, loom_check};
 use proofs::scenarios::start_postcopy;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_mutex_start_postcopy_has_no_misdelivered_reply() {
-    let run = loom_check(Variant::new(LockPolicy::Mutex), start_postcopy());
-    eprintln!("loom explored {run}");
+    in_own_process(|| {
+        let run = loom_check(Variant::new(LockPolicy::Mutex), start_postcopy());
+        eprintln!("loom explored {run}");
+    });
 }

@@ -9,12 +9,14 @@
 //!
 //! Leaves out: misses with NEED_REPLY and fail-start.
 
-use proofs::body::loom_check;
+use proofs::body::{in_own_process, loom_check};
 use proofs::scenarios::start_postcopy_miss;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_mutex_start_postcopy_miss_has_no_misdelivered_reply() {
-    let run = loom_check(Variant::new(LockPolicy::Mutex), start_postcopy_miss());
-    eprintln!("loom explored {run}");
+    in_own_process(|| {
+        let run = loom_check(Variant::new(LockPolicy::Mutex), start_postcopy_miss());
+        eprintln!("loom explored {run}");
+    });
 }

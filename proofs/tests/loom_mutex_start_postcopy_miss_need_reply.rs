@@ -11,14 +11,16 @@
 //!
 //! Leaves out: which deadlock loom meets first; the kind is pinned.
 
-use proofs::body::{expect_deadlock, loom_check};
+use proofs::body::{expect_deadlock, in_own_process, loom_check};
 use proofs::scenarios::start_postcopy_miss_need_reply;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_mutex_start_postcopy_miss_need_reply_deadlocks() {
-    let report = expect_deadlock(|| {
-        loom_check(Variant::new(LockPolicy::Mutex), start_postcopy_miss_need_reply())
+    in_own_process(|| {
+        let report = expect_deadlock(|| {
+            loom_check(Variant::new(LockPolicy::Mutex), start_postcopy_miss_need_reply())
+        });
+        eprintln!("loom found: {report}");
     });
-    eprintln!("loom found: {report}");
 }

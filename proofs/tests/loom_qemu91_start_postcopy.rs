@@ -9,13 +9,15 @@
 //! Leaves out: which interleaving loom meets first (it depends on loom's
 //! exploration order); the test pins the kind of failure, not the trace.
 
-use proofs::body::{expect_violation, loom_check};
+use proofs::body::{expect_violation, in_own_process, loom_check};
 use proofs::scenarios::start_postcopy;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_qemu91_start_postcopy_finds_the_reply_race() {
-    let v = expect_violation(|| loom_check(Variant::new(LockPolicy::Qemu91), start_postcopy()));
-    assert!(v.kind.is_race_symptom(), "{v}");
-    eprintln!("loom found: {v}");
+    in_own_process(|| {
+        let v = expect_violation(|| loom_check(Variant::new(LockPolicy::Qemu91), start_postcopy()));
+        assert!(v.kind.is_race_symptom(), "{v}");
+        eprintln!("loom found: {v}");
+    });
 }

@@ -10,15 +10,18 @@
 //! the trace. Device start and the main loop both hold the BQL here, so the
 //! race loom finds involves the listen thread, as in QEMU.
 
-use proofs::body::{expect_violation, loom_check};
+use proofs::body::{expect_violation, in_own_process, loom_check};
 use proofs::scenarios::start_postcopy_miss;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_qemu91_start_postcopy_miss_finds_the_reply_race() {
-    let v =
-        expect_violation(|| loom_check(Variant::new(LockPolicy::Qemu91), start_postcopy_miss()));
-    assert!(v.kind.is_race_symptom(), "{v}");
-    assert!(v.detail.contains("4100,4133"), "the listen thread (tid 4133) is in the race: {v}");
-    eprintln!("loom found: {v}");
+    in_own_process(|| {
+        let v = expect_violation(|| {
+            loom_check(Variant::new(LockPolicy::Qemu91), start_postcopy_miss())
+        });
+        assert!(v.kind.is_race_symptom(), "{v}");
+        assert!(v.detail.contains("4100,4133"), "the listen thread (tid 4133) is in the race: {v}");
+        eprintln!("loom found: {v}");
+    });
 }

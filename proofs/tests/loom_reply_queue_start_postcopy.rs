@@ -10,12 +10,14 @@
 //! Leaves out: the main loop (see `loom_reply_queue_start_postcopy_miss.rs`)
 //! and fail-start.
 
-use proofs::body::loom_check;
+use proofs::body::{in_own_process, loom_check};
 use proofs::scenarios::start_postcopy;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_reply_queue_start_postcopy_has_no_misdelivered_reply() {
-    let run = loom_check(Variant::new(LockPolicy::ReplyQueue), start_postcopy());
-    eprintln!("loom explored {run}");
+    in_own_process(|| {
+        let run = loom_check(Variant::new(LockPolicy::ReplyQueue), start_postcopy());
+        eprintln!("loom explored {run}");
+    });
 }

@@ -19,18 +19,20 @@
 //! `loom_reply_queue_start_postcopy_miss_need_reply.rs` (at
 //! `LOOM_PREEMPTION_BOUND`).
 
-use proofs::body::loom_check_bounded;
+use proofs::body::{in_own_process, loom_check_bounded};
 use proofs::scenarios::start_postcopy_miss;
 use proofs::LOOM_REDUCED_PREEMPTION_BOUND;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_reply_queue_start_postcopy_miss_has_no_misdelivered_reply() {
-    let run = loom_check_bounded(
-        Variant::new(LockPolicy::ReplyQueue),
-        start_postcopy_miss(),
-        LOOM_REDUCED_PREEMPTION_BOUND,
-        |_| {},
-    );
-    eprintln!("loom explored {run}");
+    in_own_process(|| {
+        let run = loom_check_bounded(
+            Variant::new(LockPolicy::ReplyQueue),
+            start_postcopy_miss(),
+            LOOM_REDUCED_PREEMPTION_BOUND,
+            |_| {},
+        );
+        eprintln!("loom explored {run}");
+    });
 }

@@ -16,22 +16,24 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use proofs::body::loom_check_observed;
+use proofs::body::{in_own_process, loom_check_observed};
 use proofs::scenarios::start_postcopy_miss_need_reply;
 use reference::scenario::{LockPolicy, Variant};
 
 #[test]
 fn loom_reply_queue_start_postcopy_miss_need_reply_completes_and_lends_the_bql() {
-    let lent = Arc::new(AtomicU64::new(0));
-    let seen = Arc::clone(&lent);
-    let run = loom_check_observed(
-        Variant::new(LockPolicy::ReplyQueue),
-        start_postcopy_miss_need_reply(),
-        move |o| {
-            seen.fetch_add(u64::from(o.bql_loans > 0), Ordering::Relaxed);
-        },
-    );
-    let lent = lent.load(Ordering::Relaxed);
-    eprintln!("loom explored {run}, {lent} with the BQL lent");
-    assert!(lent > 0, "no execution had the main loop borrow the BQL from device start");
+    in_own_process(|| {
+        let lent = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&lent);
+        let run = loom_check_observed(
+            Variant::new(LockPolicy::ReplyQueue),
+            start_postcopy_miss_need_reply(),
+            move |o| {
+                seen.fetch_add(u64::from(o.bql_loans > 0), Ordering::Relaxed);
+            },
+        );
+        let lent = lent.load(Ordering::Relaxed);
+        eprintln!("loom explored {run}, {lent} with the BQL lent");
+        assert!(lent > 0, "no execution had the main loop borrow the BQL from device start");
+    });
 }

@@ -1,8 +1,8 @@
 //! The loom proofs, one test binary: each `tests/loom_*.rs` file is a
 //! module here and keeps its own doc, scenario and claim. One binary links
-//! once where one per file linked eight times. Its models run one at a
-//! time, as they did one binary after another (`proofs::body` holds a lock:
-//! two loom models in one process contend on its address space).
+//! once where one per file linked eight times. Each test runs its model in
+//! a process of its own (`proofs::body::in_own_process`): two loom models in
+//! one process contend on its address space, in two they run side by side.
 //!
 //! Leaves out: the shuttle proofs (`shuttle_suite.rs`): shuttle installs a
 //! process-wide panic hook that loom's expected failures would run through.
