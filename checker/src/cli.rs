@@ -203,9 +203,14 @@ pub struct ScenarioArgs {
     /// Misses carry NEED_REPLY and the back-end waits for the answer.
     #[arg(long)]
     miss_need_reply: bool,
-    /// Reads may return fewer bytes than asked (read_all loops).
-    #[arg(long)]
+    /// Reads may return fewer bytes than asked, ending at any 4-byte step
+    /// (read_all loops): a peer that delivers a message in pieces.
+    #[arg(long, conflicts_with = "queued_reads")]
     short_reads: bool,
+    /// Reads return what is queued, up to what they ask (read_all loops):
+    /// Linux's Unix sockets with a back-end that writes each message at once.
+    #[arg(long)]
+    queued_reads: bool,
     /// QEMU quits at the end: device stop sends GET_VRING_BASE per
     /// virtqueue, under the BQL, once the other threads are done.
     #[arg(long)]
@@ -223,6 +228,7 @@ impl ScenarioArgs {
             backend_misses: self.misses,
             miss_need_reply: self.miss_need_reply,
             short_reads: self.short_reads,
+            queued_reads: self.queued_reads,
             device_stop: self.device_stop,
         };
         s.validate().context("invalid scenario")?;

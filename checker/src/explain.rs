@@ -291,6 +291,9 @@ fn describe_bound(base: Scenario, bound: Bound, scenarios: &[Scenario], log: &Pa
     if base.short_reads {
         s.push_str(", short reads");
     }
+    if base.queued_reads {
+        s.push_str(", queued reads");
+    }
     if base.miss_need_reply {
         s.push_str(", misses with NEED_REPLY");
     }

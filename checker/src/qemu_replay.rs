@@ -105,6 +105,7 @@ fn scenarios_in_scope() -> Vec<(&'static str, Scenario)> {
         ("default", d),
         ("--device-start-without-bql", Scenario { device_start_holds_bql: false, ..d }),
         ("--short-reads", Scenario { short_reads: true, ..d }),
+        ("--queued-reads", Scenario { queued_reads: true, ..d }),
         ("--misses 0", Scenario { backend_misses: 0, ..d }),
         ("--no-postcopy-end", Scenario { postcopy_end: false, ..d }),
     ]

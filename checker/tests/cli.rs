@@ -1,6 +1,7 @@
 //! The CLI as a user meets it: the default matrix, JSON, traces, and bad
 //! arguments (one-line error, exit code 2, never a panic).
 
+use reference::scenario::{Scenario, ScenarioError};
 use std::process::{Command, Output};
 
 fn vhost_race(args: &[&str]) -> Output {
@@ -170,6 +171,22 @@ fn virtqueue_and_miss_ranges_are_said_one_way() {
     }
 }
 
+/// `--short-reads` and `--queued-reads` are two models of one read: a
+/// command given both is refused, and a scenario built with both (a trace
+/// file, a library caller) fails validation.
+#[test]
+fn two_read_models_are_refused() {
+    for cmd in ["check", "trace", "run", "explain"] {
+        let mut args = vec![cmd, "--short-reads", "--queued-reads"];
+        if cmd == "explain" {
+            args.push("-");
+        }
+        assert_refused(&args, "'--short-reads' cannot be used with '--queued-reads'");
+    }
+    let both = Scenario { short_reads: true, queued_reads: true, ..Scenario::default() };
+    assert_eq!(both.validate(), Err(ScenarioError::TwoReadModels));
+}
+
 #[test]
 fn json_and_threads_are_taken_only_where_they_act() {
     assert_refused(&["run", "--variant", "mutex", "--threads", "2"], "--threads");
@@ -221,7 +238,7 @@ fn the_deadlock_column_says_what_its_tick_means() {
 }
 
 /// `scenarios` checks every flag combination: the reply queue is safe on
-/// all 40, the mutex hangs exactly where a miss asks for a reply, and the
+/// all 60, the mutex hangs exactly where a miss asks for a reply, and the
 /// text table names the variant that is safe everywhere.
 #[test]
 fn scenarios_finds_the_reply_queue_safe_and_the_mutex_hanging_on_need_reply_misses() {
@@ -229,7 +246,7 @@ fn scenarios_finds_the_reply_queue_safe_and_the_mutex_hanging_on_need_reply_miss
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 40);
+    assert_eq!(rows.len(), 60);
     for row in rows {
         let flags: Vec<&str> =
             row["flags"]["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();

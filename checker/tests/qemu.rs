@@ -256,7 +256,7 @@ fn qemu_prints_the_models_device_start_lines_for_every_counterexample_in_scope()
     else {
         return;
     };
-    // 8 QEMUs at a time (the replays are independent; 19 of 19 agreed in
+    // 8 QEMUs at a time (the replays are independent; 19 of 19 agreed (20 of 20 since --queued-reads joined) in
     // each of five runs at 8, two of them side by side).
     let out = Command::new(BIN)
         .args(["qemu-replay", "--json", "--jobs", "8"])

@@ -47,6 +47,9 @@ pub fn scenario_flags(s: &Scenario) -> String {
     if s.short_reads {
         f.push("--short-reads".to_string());
     }
+    if s.queued_reads {
+        f.push("--queued-reads".to_string());
+    }
     if s.device_stop {
         f.push("--device-stop".to_string());
     }

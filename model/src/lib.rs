@@ -23,10 +23,12 @@
 //!   for, at whatever offset the stream is (12 header bytes, then the
 //!   header's `size` bytes, so a misframed size of 30 reads 30 bytes and the
 //!   next header starts where that read ended), and blocks until they are
-//!   there. With [`Scenario::short_reads`] a `recv` may return less and
-//!   `read_all` loops; to keep the state space small a short read returns a
-//!   multiple of 4 bytes, or everything it can (all it still asks for, or
-//!   all the stream holds): see [`ReplyRace::read_sizes`]. A header whose
+//!   there. With [`Scenario::queued_reads`] a `recv` returns what is
+//!   queued, up to what it asks, as Linux's Unix stream sockets do, and
+//!   `read_all` loops. With [`Scenario::short_reads`] a `recv` may also
+//!   return less than is queued (a peer that delivers in pieces); to keep
+//!   the state space small such a read returns a multiple of 4 bytes: see
+//!   [`ReplyRace::read_sizes`]. A header whose
 //!   flags are not 0x5 is rejected without reading the payload, as in
 //!   `vhost_user_read_header`.
 //! - Ghost data per byte (which thread's request it answers, whether
@@ -45,7 +47,10 @@
 //! socket traffic; its join is a step without effect), rollback requests after
 //! a failed start, requests before and after the race (handshake, vring
 //! setup), back-end failures (every ack is 0), short reads of other than a
-//! multiple of 4 bytes or all that can be read, and timing.
+//! multiple of 4 bytes or all that can be read, a back-end that writes a
+//! message in two writes (libvhost-user's `vu_message_write` sends the
+//! header, then the payload: a queued read could end between them), and
+//! timing.
 //!
 //! The smallest scenario (one IOTLB update, nothing else, `qemu-9.1`) has
 //! exactly these reachable states, which `tests/model.rs` pins:
@@ -485,12 +490,12 @@ impl ReplyRace {
 
     /// The byte counts a read that still wants `want` bytes may take when
     /// the stream holds `have`, pushed as [`Action::Read`]s of `role`.
-    /// Without short reads: all it wants, once it is there. With short
-    /// reads (`recv` returns less and `read_all` loops): any multiple of 4
-    /// bytes below what it wants and what is there, or everything it can
-    /// (all it wants, or all there is). Short reads of other sizes are left
-    /// out to keep the state space small; every size QEMU's `read_all` asks
-    /// for is still read exactly.
+    /// Without short or queued reads: all it wants, once it is there. With
+    /// queued reads (Linux's `recv` on a Unix stream socket): everything it
+    /// can, all it wants or all there is. With short reads (`recv` returns
+    /// less and `read_all` loops): also any multiple of 4 bytes below that.
+    /// Short reads of other sizes are left out to keep the state space
+    /// small; every size QEMU's `read_all` asks for is still read exactly.
     pub fn read_sizes(
         &self,
         role: ThreadRole,
@@ -499,14 +504,16 @@ impl ReplyRace {
         actions: &mut Vec<Action>,
     ) {
         let read = |n: usize| Action::Read(role, u16::try_from(n).expect("a read under 64 KiB"));
-        if !self.scenario.short_reads {
+        if !self.scenario.partial_reads() {
             if have >= want && want > 0 {
                 actions.push(read(want));
             }
             return;
         }
         let most = want.min(have);
-        actions.extend((4..most).step_by(4).map(read));
+        if self.scenario.short_reads {
+            actions.extend((4..most).step_by(4).map(read));
+        }
         if most > 0 {
             actions.push(read(most));
         }

@@ -211,7 +211,7 @@ impl<'m> Reduction<'m> {
                 match self.model.current_op(t) {
                     Some(op @ (Op::ReadHeader | Op::ReadPayload)) => {
                         others & READ == 0
-                            && (!self.model.scenario.short_reads
+                            && (!self.model.scenario.partial_reads()
                                 || s.to_frontend.len() >= self.model.bytes_wanted(t, op))
                     }
                     _ => false,
@@ -252,7 +252,7 @@ impl<'m> Reduction<'m> {
         // Only the back-end adds reply bytes: while it does not, nobody can
         // read any if there are none.
         (handles || all & WRITE == 0)
-            && (!self.model.scenario.short_reads || all & READ == 0 || s.to_frontend.is_empty())
+            && (!self.model.scenario.partial_reads() || all & READ == 0 || s.to_frontend.is_empty())
     }
 
     /// Keeps in `actions` (every move enabled in `s`) an ample set: the

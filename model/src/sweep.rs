@@ -4,11 +4,12 @@
 //! scenario?" in one table; the CLI's `scenarios` prints it and the tests pin
 //! it.
 //!
-//! The flags are the CLI's boolean scenario flags. Combinations that
-//! describe the same scenario are listed once: without device start,
-//! `--device-start-without-bql` and `--device-stop` change nothing, so 40
-//! scenarios remain of the 64 combinations. The numeric bounds (virtqueues,
-//! misses) come from the base scenario.
+//! The flags are the CLI's boolean scenario flags. `--short-reads` and
+//! `--queued-reads` are two models of a read, never set together.
+//! Combinations that describe the same scenario are listed once: without
+//! device start, `--device-start-without-bql` and `--device-stop` change
+//! nothing, so 60 scenarios remain of the 96 combinations. The numeric
+//! bounds (virtqueues, misses) come from the base scenario.
 //!
 //! Leaves out: counterexamples (a failing cell names the `check` command
 //! that prints them) and combinations the tools refuse (no thread at all).
@@ -28,6 +29,7 @@ mod flag {
     pub const NO_DEVICE_START: &str = "--no-device-start";
     pub const NO_POSTCOPY_END: &str = "--no-postcopy-end";
     pub const DEVICE_STOP: &str = "--device-stop";
+    pub const QUEUED_READS: &str = "--queued-reads";
 }
 
 /// One combination of the boolean flags, and the scenario it makes.
@@ -54,14 +56,25 @@ impl FlagSet {
 /// own boolean flags are ignored), the base first. Combinations that leave
 /// no thread using the socket are left out.
 pub fn flag_combinations(base: Scenario) -> Vec<FlagSet> {
-    let names =
-        [WITHOUT_BQL, SHORT_READS, MISS_NEED_REPLY, NO_DEVICE_START, NO_POSTCOPY_END, DEVICE_STOP];
+    let names = [
+        WITHOUT_BQL,
+        SHORT_READS,
+        MISS_NEED_REPLY,
+        NO_DEVICE_START,
+        NO_POSTCOPY_END,
+        DEVICE_STOP,
+        QUEUED_READS,
+    ];
     let mut out: Vec<FlagSet> = Vec::new();
     for bits in 0u32..1 << names.len() {
         let on = |i: usize| bits & (1 << i) != 0;
         let device_start = !on(3);
         // Without device start these two flags describe the same scenario.
         if !device_start && (on(0) || on(5)) {
+            continue;
+        }
+        // Two models of a read: one at a time.
+        if on(1) && on(6) {
             continue;
         }
         let scenario = Scenario {
@@ -71,6 +84,7 @@ pub fn flag_combinations(base: Scenario) -> Vec<FlagSet> {
             miss_need_reply: on(2),
             postcopy_end: !on(4),
             device_stop: on(5),
+            queued_reads: on(6),
             ..base
         };
         if scenario.validate().is_err() {
@@ -190,23 +204,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forty_distinct_scenarios_base_first() {
+    fn sixty_distinct_scenarios_base_first() {
         let all = flag_combinations(Scenario::default());
-        assert_eq!(all.len(), 40);
+        assert_eq!(all.len(), 60);
         assert_eq!(all[0].scenario, Scenario::default());
         assert!(all[0].flags.is_empty());
         let mut scenarios: Vec<String> = all.iter().map(|f| f.scenario.describe()).collect();
         scenarios.sort();
         scenarios.dedup();
-        assert_eq!(scenarios.len(), 40, "each combination is a distinct scenario");
+        assert_eq!(scenarios.len(), 60, "each combination is a distinct scenario");
     }
 
     #[test]
     fn no_thread_combinations_are_left_out() {
         let base = Scenario { backend_misses: 0, ..Scenario::default() };
-        // --no-device-start --no-postcopy-end with no miss has no thread.
+        // --no-device-start --no-postcopy-end with no miss has no thread
+        // (with any of the three read models, with or without NEED_REPLY).
         let all = flag_combinations(base);
         assert!(all.iter().all(|f| f.scenario.validate().is_ok()));
-        assert_eq!(all.len(), 36);
+        assert_eq!(all.len(), 54);
     }
 }

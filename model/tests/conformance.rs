@@ -3,12 +3,15 @@
 //! records in its runs of a variant must be the log of a whole run of the
 //! model of the same variant and scenario, found by `explain`.
 //!
-//! The model is taken with short reads on: a real `recv` returns fewer bytes
-//! than asked whenever a thread asks for more than the stream holds (a
-//! header read that starts 8 bytes before a reply's end), and QEMU's
-//! `read_all` then loops, as the model does only with that knob. The test
-//! prints how many sequences need it (none in 60 000 runs since a failed
-//! check logs in a step of its own; CONFORMANCE.md has the history).
+//! The model is taken with queued reads when the default does not give the
+//! log: a real `recv` returns what is queued, up to what it asks, so a
+//! thread that asks for more than the stream holds (a header read that
+//! starts 8 bytes before a reply's end) gets less, and QEMU's `read_all`
+//! then loops, as the model does with `--queued-reads` (Linux's Unix
+//! sockets; `--short-reads` also lets a read end anywhere, which a socket
+//! fed whole messages never does). The test prints how many sequences need
+//! it (none in 60 000 runs since a failed check logs in a step of its own;
+//! CONFORMANCE.md has the history).
 //!
 //! Leaves out: how often each sequence occurs (the model has no
 //! probabilities) and scenarios other than the default (the run takes the
@@ -34,14 +37,14 @@ fn iterations() -> u64 {
 
 /// Runs `variant` on the default scenario over real sockets and checks each
 /// distinct log against the model; returns (distinct non-empty sequences,
-/// those that need short reads).
+/// those that need queued reads).
 fn socket_logs_are_model_runs(variant: Variant) -> (usize, usize) {
     let scenario = Scenario::default();
     let report = run(variant, &scenario, iterations(), false);
     assert_eq!(report.setup_failures, 0, "{variant}: set-up failed");
     assert_eq!(report.backend_errors, 0, "{variant}: the back-end saw an error");
-    let with_short_reads = Scenario { short_reads: true, ..scenario };
-    let (mut logged, mut needs_short_reads) = (0, 0);
+    let with_queued_reads = Scenario { queued_reads: true, ..scenario };
+    let (mut logged, mut needs_queued_reads) = (0, 0);
     for seq in &report.sequences {
         let log = parse_log(&seq.lines.join("\n"));
         assert_eq!(log.lines.len(), seq.lines.len(), "every line the reference logs parses");
@@ -49,17 +52,18 @@ fn socket_logs_are_model_runs(variant: Variant) -> (usize, usize) {
             let e = explain(&log.lines, variant, &[s], Limits::default());
             e.found.is_some_and(|f| f.kind == MatchKind::Whole)
         };
-        // Short reads only add paths (a read may still take all it asks for),
-        // so the model without them is asked first and the other only if needed.
+        // Queued reads only add paths (a read may still wait until all it
+        // asks for is there, by being scheduled later), so the model without
+        // them is asked first and the other only if needed.
         if !whole_run(scenario) {
             assert!(
-                whole_run(with_short_reads),
+                whole_run(with_queued_reads),
                 "{variant}: the socket logged a sequence ({} runs) that is no whole run of \
                  the model:\n{}",
                 seq.count,
                 seq.lines.join("\n")
             );
-            needs_short_reads += 1;
+            needs_queued_reads += 1;
         }
         if !seq.lines.is_empty() {
             logged += 1;
@@ -67,10 +71,10 @@ fn socket_logs_are_model_runs(variant: Variant) -> (usize, usize) {
     }
     eprintln!(
         "{variant}: {} runs, {} with errors, {} hangs, {logged} distinct error logs, \
-         {needs_short_reads} of them need short reads; all are model runs",
+         {needs_queued_reads} of them need queued reads; all are model runs",
         report.iterations, report.runs_with_errors, report.hangs
     );
-    (logged, needs_short_reads)
+    (logged, needs_queued_reads)
 }
 
 /// An unlocked variant's socket logs are model runs, and there were some:

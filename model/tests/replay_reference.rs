@@ -428,6 +428,11 @@ fn every_short_reads_counterexample_replays_on_the_reference() {
 }
 
 #[test]
+fn every_queued_reads_counterexample_replays_on_the_reference() {
+    assert_eq!(replay_all(Scenario { queued_reads: true, ..Scenario::default() }), 10);
+}
+
+#[test]
 fn every_miss_need_reply_counterexample_replays_on_the_reference() {
     assert_eq!(replay_all(Scenario { miss_need_reply: true, ..Scenario::default() }), 30);
 }

@@ -225,7 +225,17 @@ pub struct Scenario {
     pub miss_need_reply: bool,
     /// Whether a socket read may return fewer bytes than asked, so that
     /// `read_all` loops (off: each read returns all it asked for at once).
+    /// A read may then end at any 4-byte step of what it asks for: a peer
+    /// or transport that delivers a message in pieces.
     pub short_reads: bool,
+    /// Whether a socket read returns what is queued, up to what it asks,
+    /// so that `read_all` loops: Linux's Unix stream sockets, whose
+    /// `unix_stream_read_generic` copies queued bytes, one reader at a time,
+    /// until the request is met or the queue is empty, with a back-end that
+    /// writes each message at once (one `sendmsg`: DPDK, rust-vmm's vhost,
+    /// the reference). A read ends early only where the queued bytes end.
+    #[serde(default)]
+    pub queued_reads: bool,
     /// Whether the device is stopped at the end (QEMU quitting): once every
     /// other thread is done, the main thread sends GET_VRING_BASE per
     /// virtqueue under the BQL and reads each reply.
@@ -245,6 +255,7 @@ impl Default for Scenario {
             backend_misses: 1,
             miss_need_reply: false,
             short_reads: false,
+            queued_reads: false,
             device_stop: false,
         }
     }
@@ -265,6 +276,9 @@ pub enum ScenarioError {
     /// No thread uses the socket.
     #[error("the scenario has no front-end thread using the socket")]
     NoThreads,
+    /// Two models of a socket read at once.
+    #[error("short reads and queued reads are two models of a read: take one")]
+    TwoReadModels,
 }
 
 impl Scenario {
@@ -295,6 +309,9 @@ impl Scenario {
         if self.short_reads {
             parts.push("short reads".to_string());
         }
+        if self.queued_reads {
+            parts.push("reads return what is queued".to_string());
+        }
         if self.device_stop && self.device_start {
             parts.push("device stop at quit".to_string());
         }
@@ -315,7 +332,16 @@ impl Scenario {
         if !self.device_start && !self.postcopy_end && self.backend_misses == 0 {
             return Err(ScenarioError::NoThreads);
         }
+        if self.short_reads && self.queued_reads {
+            return Err(ScenarioError::TwoReadModels);
+        }
         Ok(())
+    }
+
+    /// Whether a read may return fewer bytes than it asks for (short or
+    /// queued reads), so that bytes arriving change what a read takes.
+    pub fn partial_reads(&self) -> bool {
+        self.short_reads || self.queued_reads
     }
 
     /// The roles that have work in this scenario under `policy` (in QEMU 10.2

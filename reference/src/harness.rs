@@ -39,7 +39,8 @@ pub type MemoryPair<F> = (Frontend<F, MemoryTransport<F>>, Backend<MemoryTranspo
 
 /// Connects a front-end and a back-end for `variant` and `scenario` over
 /// in-memory streams (receives capped at 4 bytes when
-/// [`Scenario::short_reads`]). With `negotiated`, both start after the
+/// [`Scenario::short_reads`]; otherwise a receive takes what is queued, up
+/// to what it asks, as [`Scenario::queued_reads`] says Linux does). With `negotiated`, both start after the
 /// handshake; without, call [`Frontend::handshake`] (with no descriptors)
 /// while the back-end serves.
 pub fn in_memory<F: SyncFamily>(
