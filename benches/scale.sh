@@ -57,18 +57,15 @@ check "qemu-9.1, 16 vq, 8 misses, reduced" \
   --variant qemu-9.1 --virtqueues 16 --misses 8
 check "qemu-9.1, 16 vq, 8 misses, short reads, reduced" \
   --variant qemu-9.1 --virtqueues 16 --misses 8 --short-reads
-for v in qemu-9.1 qemu-9.1+fail-start mutex mutex+fail-start bql-listen bql-listen+fail-start \
-         bql-postcopy-end bql-postcopy-end+fail-start qemu-10.2 qemu-10.2+fail-start \
-         reply-queue reply-queue+fail-start; do
-  check "$v, 8 vq, 3 misses, short reads, reduced" \
-    --variant "$v" --virtqueues 8 --misses 3 --short-reads
-done
-# The same scenario with reads as a Linux socket makes them (--queued-reads).
-for v in qemu-9.1 qemu-9.1+fail-start mutex mutex+fail-start bql-listen bql-listen+fail-start \
-         bql-postcopy-end bql-postcopy-end+fail-start qemu-10.2 qemu-10.2+fail-start \
-         reply-queue reply-queue+fail-start; do
-  check "$v, 8 vq, 3 misses, queued reads, reduced" \
-    --variant "$v" --virtqueues 8 --misses 3 --queued-reads
+# The variants, as the matrix names them.
+mapfile -t variants < <("$bin" --json 2>/dev/null | jq -r '.[].variant')
+# Every row at 8 updates and 3 misses: with short reads, then with reads as
+# a Linux socket makes them (--queued-reads).
+for reads in short queued; do
+  for v in "${variants[@]}"; do
+    check "$v, 8 vq, 3 misses, $reads reads, reduced" \
+      --variant "$v" --virtqueues 8 --misses 3 "--$reads-reads"
+  done
 done
 check "qemu-9.1, 16 vq, 8 misses, queued reads, reduced" \
   --variant qemu-9.1 --virtqueues 16 --misses 8 --queued-reads
