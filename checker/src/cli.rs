@@ -211,6 +211,10 @@ pub struct ScenarioArgs {
     /// Linux's Unix sockets with a back-end that writes each message at once.
     #[arg(long)]
     queued_reads: bool,
+    /// The back-end writes a reply's header, then its payload, in two
+    /// writes (libvhost-user's vu_message_write).
+    #[arg(long)]
+    split_replies: bool,
     /// QEMU quits at the end: device stop sends GET_VRING_BASE per
     /// virtqueue, under the BQL, once the other threads are done.
     #[arg(long)]
@@ -229,6 +233,7 @@ impl ScenarioArgs {
             miss_need_reply: self.miss_need_reply,
             short_reads: self.short_reads,
             queued_reads: self.queued_reads,
+            split_replies: self.split_replies,
             device_stop: self.device_stop,
         };
         s.validate().context("invalid scenario")?;

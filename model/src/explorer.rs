@@ -50,6 +50,9 @@ pub fn scenario_flags(s: &Scenario) -> String {
     if s.queued_reads {
         f.push("--queued-reads".to_string());
     }
+    if s.split_replies {
+        f.push("--split-replies".to_string());
+    }
     if s.device_stop {
         f.push("--device-stop".to_string());
     }
@@ -73,6 +76,7 @@ pub fn format_action(action: &Action) -> String {
         Action::ServeBackendChannel => format!("{who}: take BQL, read a back-end message"),
         Action::RunPostcopyBh => format!("{who}: take BQL, run the postcopy cleanup BH"),
         Action::BackendHandle => format!("{who}: handle the next request"),
+        Action::BackendWritePayload => format!("{who}: write the reply's payload"),
         Action::BackendSendMiss => format!("{who}: send BACKEND_IOTLB_MSG miss"),
         Action::BackendReadMissReply => format!("{who}: read the reply to its miss"),
     }

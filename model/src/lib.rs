@@ -33,7 +33,9 @@
 //!   `vhost_user_read_header`.
 //! - Ghost data per byte (which thread's request it answers, whether
 //!   a message starts there) so that properties can say who got whose reply.
-//! - The back-end: one request at a time (read and reply are one step),
+//! - The back-end: one request at a time (read and reply are one step;
+//!   with [`Scenario::split_replies`] the reply's payload is written in a
+//!   step of its own after its header, as libvhost-user writes it),
 //!   REPLY_ACK replies, and `backend_misses` BACKEND_IOTLB_MSG misses sent at
 //!   any moment between requests; with NEED_REPLY it waits for the answer
 //!   before reading the main socket again.
@@ -47,10 +49,7 @@
 //! socket traffic; its join is a step without effect), rollback requests after
 //! a failed start, requests before and after the race (handshake, vring
 //! setup), back-end failures (every ack is 0), short reads of other than a
-//! multiple of 4 bytes or all that can be read, a back-end that writes a
-//! message in two writes (libvhost-user's `vu_message_write` sends the
-//! header, then the payload: a queued read could end between them), and
-//! timing.
+//! multiple of 4 bytes or all that can be read, and timing.
 //!
 //! The smallest scenario (one IOTLB update, nothing else, `qemu-9.1`) has
 //! exactly these reachable states, which `tests/model.rs` pins:
@@ -207,6 +206,9 @@ pub struct BackendState {
     pub misses_sent: u8,
     /// Whether it waits for the answer to a miss sent with NEED_REPLY.
     pub awaiting_miss_reply: bool,
+    /// With [`Scenario::split_replies`]: the payload of the reply whose
+    /// header it has written, not yet written (empty otherwise).
+    pub unsent: Stream,
 }
 
 /// The whole system.
@@ -317,8 +319,12 @@ pub enum Action {
     ServeBackendChannel,
     /// Main loop: takes the BQL and runs the postcopy bottom half.
     RunPostcopyBh,
-    /// Back-end: reads one request and writes its reply if asked.
+    /// Back-end: reads one request and writes its reply if asked (with
+    /// [`Scenario::split_replies`], the reply's header only).
     BackendHandle,
+    /// Back-end: writes the payload of the reply whose header it wrote
+    /// ([`Scenario::split_replies`]).
+    BackendWritePayload,
     /// Back-end: sends a BACKEND_IOTLB_MSG miss.
     BackendSendMiss,
     /// Back-end: reads the answer to its miss on the back-end channel.
@@ -792,7 +798,7 @@ impl ReplyRace {
     }
 
     /// The back-end handles the request at the head of the main socket.
-    fn backend_handle(s: &mut State) {
+    fn backend_handle(&self, s: &mut State) {
         let hdr = s.to_backend.header();
         let request = s.to_backend.take(wire::HEADER_SIZE + hdr.size as usize);
         let owner = request.first_owner().expect("a request has bytes");
@@ -808,7 +814,13 @@ impl ReplyRace {
         } else {
             return;
         };
-        s.to_frontend.push_message(owner, &reply);
+        if self.scenario.split_replies && reply.len() > wire::HEADER_SIZE {
+            let mut whole = Stream::message(owner, &reply);
+            s.to_frontend.append(whole.take(wire::HEADER_SIZE));
+            s.backend.unsent = whole;
+        } else {
+            s.to_frontend.push_message(owner, &reply);
+        }
     }
 
     /// Whether a whole message of the back-end channel is there (a miss is
@@ -942,7 +954,11 @@ impl Model for ReplyRace {
         };
         vec![State {
             threads: ThreadRole::ALL.map(mk),
-            backend: BackendState { misses_sent: 0, awaiting_miss_reply: false },
+            backend: BackendState {
+                misses_sent: 0,
+                awaiting_miss_reply: false,
+                unsent: Stream::new(),
+            },
             to_backend: Stream::new(),
             to_frontend: Stream::new(),
             backend_channel: Stream::new(),
@@ -997,7 +1013,10 @@ impl Model for ReplyRace {
             }
         }
         let b = &s.backend;
-        if b.awaiting_miss_reply {
+        if !b.unsent.is_empty() {
+            // Inside `vu_message_write`: the payload's write comes next.
+            actions.push(Action::BackendWritePayload);
+        } else if b.awaiting_miss_reply {
             if s.backend_channel_replies.len() >= wire::ACK_REPLY_SIZE {
                 actions.push(Action::BackendReadMissReply);
             }
@@ -1058,7 +1077,11 @@ impl Model for ReplyRace {
                 t.pc = 0;
                 self.settle(&mut s, ThreadRole::MainLoop);
             }
-            Action::BackendHandle => Self::backend_handle(&mut s),
+            Action::BackendHandle => self.backend_handle(&mut s),
+            Action::BackendWritePayload => {
+                let payload = s.backend.unsent.take_all();
+                s.to_frontend.append(payload);
+            }
             Action::BackendSendMiss => {
                 let n = s.backend.misses_sent;
                 let need_reply = self.scenario.miss_need_reply;

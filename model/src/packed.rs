@@ -107,7 +107,7 @@ impl Hash for ForVerdicts<'_> {
 fn hash_state<H: Hasher>(s: &State, h: &mut H, lines: bool) {
     let State {
         threads,
-        backend: BackendState { misses_sent, awaiting_miss_reply },
+        backend: BackendState { misses_sent, awaiting_miss_reply, unsent },
         to_backend,
         to_frontend,
         backend_channel,
@@ -140,7 +140,8 @@ fn hash_state<H: Hasher>(s: &State, h: &mut H, lines: bool) {
             | u64::from(*misframed) << 19
             | queue << 24,
     );
-    for s in [to_backend, to_frontend, backend_channel, backend_channel_replies, reader_buf] {
+    for s in [to_backend, to_frontend, backend_channel, backend_channel_replies, reader_buf, unsent]
+    {
         s.hash(h);
     }
     if lines {

@@ -96,7 +96,10 @@ fn process(a: &Action) -> Option<ThreadRole> {
     match *a {
         Action::Step(r) | Action::Read(r, _) | Action::LogReadError(r) => Some(r),
         Action::ServeBackendChannel | Action::RunPostcopyBh => Some(ThreadRole::MainLoop),
-        Action::BackendHandle | Action::BackendSendMiss | Action::BackendReadMissReply => None,
+        Action::BackendHandle
+        | Action::BackendWritePayload
+        | Action::BackendSendMiss
+        | Action::BackendReadMissReply => None,
     }
 }
 
@@ -220,7 +223,10 @@ impl<'m> Reduction<'m> {
             Action::ServeBackendChannel | Action::RunPostcopyBh => {
                 others & BQL == 0 && !queue && self.main_loop_dispatch_complete(s, actions)
             }
-            Action::BackendHandle | Action::BackendSendMiss | Action::BackendReadMissReply => false,
+            Action::BackendHandle
+            | Action::BackendWritePayload
+            | Action::BackendSendMiss
+            | Action::BackendReadMissReply => false,
         })
     }
 
@@ -246,6 +252,11 @@ impl<'m> Reduction<'m> {
         if s.backend.awaiting_miss_reply {
             // Reading the answer to its miss is all it can do.
             return true;
+        }
+        if !s.backend.unsent.is_empty() {
+            // Writing the payload is all it can do; it conflicts only with a
+            // read that takes what is there (its header is).
+            return !self.model.scenario.partial_reads() || self.others(s, None) & READ == 0;
         }
         let all = self.others(s, None);
         let handles = actions.contains(&Action::BackendHandle);

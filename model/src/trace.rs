@@ -52,9 +52,10 @@ pub fn column(action: Action) -> Column {
     match action {
         Action::Step(r) | Action::Read(r, _) | Action::LogReadError(r) => Column::Thread(r),
         Action::ServeBackendChannel | Action::RunPostcopyBh => Column::Thread(ThreadRole::MainLoop),
-        Action::BackendHandle | Action::BackendSendMiss | Action::BackendReadMissReply => {
-            Column::Backend
-        }
+        Action::BackendHandle
+        | Action::BackendWritePayload
+        | Action::BackendSendMiss
+        | Action::BackendReadMissReply => Column::Backend,
     }
 }
 
@@ -144,13 +145,17 @@ pub fn describe(model: &ReplyRace, last: &State, action: Action) -> String {
             let h = last.to_backend.header();
             let name = request_name(h.request);
             let from = last.to_backend.first_owner().map_or("?", ThreadRole::name);
+            let split = if model.scenario.split_replies { " (header)" } else { "" };
             if h.request == Request::GetVringBase as u32 {
-                format!("handle {name} from {from}, reply ring state")
+                format!("handle {name} from {from}, reply ring state{split}")
             } else if h.need_reply() {
-                format!("handle {name} from {from}, reply ack 0")
+                format!("handle {name} from {from}, reply ack 0{split}")
             } else {
                 format!("handle {name}")
             }
+        }
+        Action::BackendWritePayload => {
+            format!("write the reply's payload ({} bytes)", last.backend.unsent.len())
         }
         Action::BackendSendMiss => format!(
             "send BACKEND_IOTLB_MSG miss{}",

@@ -35,11 +35,10 @@ fn iterations() -> u64 {
     }
 }
 
-/// Runs `variant` on the default scenario over real sockets and checks each
+/// Runs `variant` on `scenario` over real sockets and checks each
 /// distinct log against the model; returns (distinct non-empty sequences,
 /// those that need queued reads).
-fn socket_logs_are_model_runs(variant: Variant) -> (usize, usize) {
-    let scenario = Scenario::default();
+fn socket_logs_are_model_runs(variant: Variant, scenario: Scenario) -> (usize, usize) {
     let report = run(variant, &scenario, iterations(), false);
     assert_eq!(report.setup_failures, 0, "{variant}: set-up failed");
     assert_eq!(report.backend_errors, 0, "{variant}: the back-end saw an error");
@@ -79,8 +78,8 @@ fn socket_logs_are_model_runs(variant: Variant) -> (usize, usize) {
 
 /// An unlocked variant's socket logs are model runs, and there were some:
 /// a sweep in which the race never showed would compare nothing.
-fn unlocked_socket_logs_are_model_runs(name: &str) {
-    let (logged, _) = socket_logs_are_model_runs(name.parse().unwrap());
+fn unlocked_socket_logs_are_model_runs(name: &str, scenario: Scenario) {
+    let (logged, _) = socket_logs_are_model_runs(name.parse().unwrap(), scenario);
     assert!(
         logged > 0,
         "no error in {} unlocked runs: the check saw nothing to compare",
@@ -90,12 +89,21 @@ fn unlocked_socket_logs_are_model_runs(name: &str) {
 
 #[test]
 fn qemu_9_1_socket_logs_are_runs_of_the_model() {
-    unlocked_socket_logs_are_model_runs("qemu-9.1");
+    unlocked_socket_logs_are_model_runs("qemu-9.1", Scenario::default());
 }
 
 #[test]
 fn qemu_9_1_fail_start_socket_logs_are_runs_of_the_model() {
-    unlocked_socket_logs_are_model_runs("qemu-9.1+fail-start");
+    unlocked_socket_logs_are_model_runs("qemu-9.1+fail-start", Scenario::default());
+}
+
+/// A back-end that writes each reply's header and payload in two sends
+/// (libvhost-user's way): every socket log is a run of the model with
+/// `--split-replies` (and queued reads where needed).
+#[test]
+fn qemu_9_1_split_replies_socket_logs_are_runs_of_the_model() {
+    let scenario = Scenario { split_replies: true, ..Scenario::default() };
+    unlocked_socket_logs_are_model_runs("qemu-9.1", scenario);
 }
 
 /// The variants the matrix calls safe log nothing on the socket either (the
@@ -107,8 +115,10 @@ fn locked_variants_log_nothing_on_the_socket_as_the_model_says() {
     let variants: Vec<Variant> =
         Variant::all().into_iter().filter(|v| v.policy != LockPolicy::Qemu91).collect();
     let results: Vec<(Variant, std::thread::Result<(usize, usize)>)> = std::thread::scope(|s| {
-        let runs: Vec<_> =
-            variants.iter().map(|&v| (v, s.spawn(move || socket_logs_are_model_runs(v)))).collect();
+        let runs: Vec<_> = variants
+            .iter()
+            .map(|&v| (v, s.spawn(move || socket_logs_are_model_runs(v, Scenario::default()))))
+            .collect();
         runs.into_iter().map(|(v, h)| (v, h.join())).collect()
     });
     for (variant, result) in results {

@@ -105,6 +105,10 @@ fn events(model: &ReplyRace, last: &State, next: &State, action: Action) -> Vec<
             }
             out
         }
+        Action::BackendWritePayload => {
+            let k = last.to_frontend.len();
+            vec![ev(BACKEND, "be-main", true, next.to_frontend.bytes()[k..].to_vec())]
+        }
         Action::BackendSendMiss => {
             let sent = &next.backend_channel.bytes()[last.backend_channel.len()..];
             vec![ev(BACKEND, "be-chan", true, sent.to_vec())]
@@ -322,6 +326,7 @@ fn replay(variant: Variant, scenario: Scenario, actions: &[Action]) -> Vec<Strin
     let be_chan = Box::new(be_chan.with_gate(g(), "be-chan"));
     let mut backend = Backend::new(be_main.with_gate(g(), "be-main"), Some(be_chan), cfg);
     backend.assume_negotiated();
+    backend.set_split_replies(scenario.split_replies);
     let be = std::thread::Builder::new()
         .name(BACKEND.into())
         .spawn(move || backend.serve().map(|_| ()))
@@ -430,6 +435,12 @@ fn every_short_reads_counterexample_replays_on_the_reference() {
 #[test]
 fn every_queued_reads_counterexample_replays_on_the_reference() {
     assert_eq!(replay_all(Scenario { queued_reads: true, ..Scenario::default() }), 10);
+}
+
+#[test]
+fn every_split_replies_queued_reads_counterexample_replays_on_the_reference() {
+    let scenario = Scenario { split_replies: true, queued_reads: true, ..Scenario::default() };
+    assert_eq!(replay_all(scenario), 10);
 }
 
 #[test]

@@ -236,6 +236,12 @@ pub struct Scenario {
     /// the reference). A read ends early only where the queued bytes end.
     #[serde(default)]
     pub queued_reads: bool,
+    /// Whether the back-end writes a reply's header and its payload in two
+    /// writes, as libvhost-user's `vu_message_write` does (`sendmsg` of the
+    /// header, then `write` of the payload), so that a read may find the
+    /// header alone (off: one write per reply, as DPDK and rust-vmm's vhost).
+    #[serde(default)]
+    pub split_replies: bool,
     /// Whether the device is stopped at the end (QEMU quitting): once every
     /// other thread is done, the main thread sends GET_VRING_BASE per
     /// virtqueue under the BQL and reads each reply.
@@ -256,6 +262,7 @@ impl Default for Scenario {
             miss_need_reply: false,
             short_reads: false,
             queued_reads: false,
+            split_replies: false,
             device_stop: false,
         }
     }
@@ -311,6 +318,9 @@ impl Scenario {
         }
         if self.queued_reads {
             parts.push("reads return what is queued".to_string());
+        }
+        if self.split_replies {
+            parts.push("replies written as header, then payload".to_string());
         }
         if self.device_stop && self.device_start {
             parts.push("device stop at quit".to_string());

@@ -53,6 +53,7 @@ pub fn in_memory<F: SyncFamily>(
     let (fe_chan, be_chan) = MemoryTransport::<F>::pair_with_chunk(chunk);
     let cfg = BackendConfig { map_memory: false, ..BackendConfig::for_scenario(scenario) };
     let mut backend = Backend::new(be_main, Some(Box::new(be_chan)), cfg);
+    backend.set_split_replies(scenario.split_replies);
     if negotiated {
         backend.assume_negotiated();
     }
@@ -110,8 +111,12 @@ pub fn over_socketpair(
     let (fe_chan, be_chan) = UnixTransport::pair()?;
     let mem = guest_ram_memfd()?;
     let cfg = BackendConfig::for_scenario(scenario);
-    let backend =
-        ParkingLot::spawn("vhost-user-backend", move || Backend::new(be_main, None, cfg).serve());
+    let split = scenario.split_replies;
+    let backend = ParkingLot::spawn("vhost-user-backend", move || {
+        let mut b = Backend::new(be_main, None, cfg);
+        b.set_split_replies(split);
+        b.serve()
+    });
     let mut fe = Frontend::new(fe_main, Some(fe_chan), variant, *scenario);
     let handshake = fe.handshake(Some(be_chan.as_fd()), Some(mem.as_fd()));
     // QEMU closes its copies once they are sent.

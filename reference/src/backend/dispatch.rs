@@ -70,6 +70,9 @@ pub struct Backend<T: Transport, H: BackendReqHandler = ReferenceDevice> {
     inbox: RecvBuffer,
     /// The device's next miss, taken from the handler and not yet sent.
     pending_miss: Option<IotlbMsg>,
+    /// Write a reply's header and payload in two sends, as libvhost-user's
+    /// `vu_message_write` does ([`crate::scenario::Scenario::split_replies`]).
+    split_replies: bool,
 }
 
 impl<T: Transport, H: BackendReqHandler> std::fmt::Debug for Backend<T, H> {
@@ -136,6 +139,7 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
             mem_table_ack_pending: false,
             inbox: RecvBuffer::default(),
             pending_miss: None,
+            split_replies: false,
         }
     }
 
@@ -147,6 +151,12 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
     /// The device, to configure it before serving.
     pub fn handler_mut(&mut self) -> &mut H {
         &mut self.handler
+    }
+
+    /// Writes each reply's header, then its payload, in two sends (as
+    /// libvhost-user does), instead of one.
+    pub fn set_split_replies(&mut self, on: bool) {
+        self.split_replies = on;
     }
 
     /// Turns fault injection on (see [`FaultInjection`]).
@@ -281,7 +291,12 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
         fds: &[std::os::fd::BorrowedFd<'_>],
         note: Option<String>,
     ) -> Result<(), BackendError> {
-        self.main.send(bytes, fds)?;
+        if self.split_replies && bytes.len() > HEADER_SIZE {
+            self.main.send(&bytes[..HEADER_SIZE], fds)?;
+            self.main.send(&bytes[HEADER_SIZE..], &[])?;
+        } else {
+            self.main.send(bytes, fds)?;
+        }
         let mut sent = *h;
         if bytes.len() >= HEADER_SIZE {
             sent = Header::from_bytes(bytes[..HEADER_SIZE].try_into().expect("12 bytes"));
