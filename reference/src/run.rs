@@ -148,15 +148,7 @@ impl fmt::Display for RunReport {
                 self.iterations, self.iterations_requested
             )?;
         }
-        writeln!(
-            f,
-            "scenario: {} virtqueues{}, postcopy end {}, {} back-end misses{}",
-            self.scenario.virtqueues,
-            if self.scenario.device_start_holds_bql { " under the BQL" } else { "" },
-            if self.scenario.postcopy_end { "yes" } else { "no" },
-            self.scenario.backend_misses,
-            if self.scenario.miss_need_reply { " with NEED_REPLY" } else { "" },
-        )?;
+        writeln!(f, "scenario: {}", self.scenario.describe())?;
         writeln!(
             f,
             "runs with errors: {}   hangs: {}   set-up failures: {}   back-end errors: {}   ({} ms)",
