@@ -160,6 +160,7 @@ pub fn run(args: BackendArgs) -> Result<ExitCode> {
         map_memory: true,
         misses: args.misses,
         miss_need_reply: args.miss_need_reply,
+        split_replies: false,
     };
     let epoch = Instant::now();
     let mut conn = 0u32;

@@ -294,6 +294,9 @@ fn describe_bound(base: Scenario, bound: Bound, scenarios: &[Scenario], log: &Pa
     if base.queued_reads {
         s.push_str(", queued reads");
     }
+    if base.split_replies {
+        s.push_str(", split replies");
+    }
     if base.miss_need_reply {
         s.push_str(", misses with NEED_REPLY");
     }

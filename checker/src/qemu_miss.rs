@@ -120,7 +120,7 @@ pub fn miss_run(
     let v = verdict::check(variant, scenario, &model_check_options());
     let model_deadlocks = !v.property(Prop::Deadlock.name()).expect("a property").holds;
     std::fs::create_dir_all(dir)?;
-    let cfg = BackendConfig { map_memory: true, misses: 1, miss_need_reply: need_reply };
+    let cfg = BackendConfig { misses: 1, miss_need_reply: need_reply, ..BackendConfig::default() };
     let peer = BackendPeer::start_with(&dir.join("vhost.sock"), BOOT_TIMEOUT, cfg, |b| {
         b.set_misses_from_device_start(true);
     })?;
@@ -159,24 +159,7 @@ pub fn miss_run(
                     && !e.note.as_deref().is_some_and(|n| n.contains("iova 0x80000"))
             })
             .count();
-        let hang = !qmp_answered && !miss_answered;
-        let mut waits = Vec::new();
-        if hang {
-            waits.push(format!(
-                "back-end: waits on the back-end channel for the answer to its miss ({} s so far), \
-                 and does not read the main socket",
-                timeout_secs
-            ));
-            waits.push(format!(
-                "device start (vCPU thread, BQL held): no reply comes to its next IOTLB update \
-                 (the back-end read {device_start_updates_read} of them before the miss)"
-            ));
-            waits.push(format!(
-                "main loop: needs the BQL to serve the back-end channel; QMP silent for {} s",
-                timeout_secs
-            ));
-        }
-        Ok(MissReport {
+        let mut report = MissReport {
             qemu: qemu.version.clone(),
             variant: variant.to_string(),
             need_reply,
@@ -184,9 +167,26 @@ pub fn miss_run(
             miss_answered,
             device_start_updates_read,
             qmp_answered,
-            qemu_verdict: if hang { "hang".into() } else { "no hang".into() },
-            waits,
-        })
+            qemu_verdict: String::new(),
+            waits: Vec::new(),
+        };
+        report.qemu_verdict = if report.hung() { "hang" } else { "no hang" }.into();
+        if report.hung() {
+            report.waits.push(format!(
+                "back-end: waits on the back-end channel for the answer to its miss ({} s so far), \
+                 and does not read the main socket",
+                timeout_secs
+            ));
+            report.waits.push(format!(
+                "device start (vCPU thread, BQL held): no reply comes to its next IOTLB update \
+                 (the back-end read {device_start_updates_read} of them before the miss)"
+            ));
+            report.waits.push(format!(
+                "main loop: needs the BQL to serve the back-end channel; QMP silent for {} s",
+                timeout_secs
+            ));
+        }
+        Ok(report)
     })();
     // A hung QEMU cannot process SIGTERM (its main loop, which handles it,
     // waits for the BQL), so it gets SIGKILL at once; one that answered gets

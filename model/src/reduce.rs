@@ -253,12 +253,12 @@ impl<'m> Reduction<'m> {
             // Reading the answer to its miss is all it can do.
             return true;
         }
+        let all = self.others(s, None);
         if !s.backend.unsent.is_empty() {
             // Writing the payload is all it can do; it conflicts only with a
             // read that takes what is there (its header is).
-            return !self.model.scenario.partial_reads() || self.others(s, None) & READ == 0;
+            return !self.model.scenario.partial_reads() || all & READ == 0;
         }
-        let all = self.others(s, None);
         let handles = actions.contains(&Action::BackendHandle);
         // Only the back-end adds reply bytes: while it does not, nobody can
         // read any if there are none.

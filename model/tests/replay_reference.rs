@@ -322,11 +322,11 @@ fn replay(variant: Variant, scenario: Scenario, actions: &[Action]) -> Vec<Strin
         map_memory: false,
         misses: scenario.backend_misses,
         miss_need_reply: scenario.miss_need_reply,
+        split_replies: scenario.split_replies,
     };
     let be_chan = Box::new(be_chan.with_gate(g(), "be-chan"));
     let mut backend = Backend::new(be_main.with_gate(g(), "be-main"), Some(be_chan), cfg);
     backend.assume_negotiated();
-    backend.set_split_replies(scenario.split_replies);
     let be = std::thread::Builder::new()
         .name(BACKEND.into())
         .spawn(move || backend.serve().map(|_| ()))

@@ -40,9 +40,9 @@ pub type MemoryPair<F> = (Frontend<F, MemoryTransport<F>>, Backend<MemoryTranspo
 /// Connects a front-end and a back-end for `variant` and `scenario` over
 /// in-memory streams (receives capped at 4 bytes when
 /// [`Scenario::short_reads`]; otherwise a receive takes what is queued, up
-/// to what it asks, as [`Scenario::queued_reads`] says Linux does). With `negotiated`, both start after the
-/// handshake; without, call [`Frontend::handshake`] (with no descriptors)
-/// while the back-end serves.
+/// to what it asks, as [`Scenario::queued_reads`] says Linux does). With
+/// `negotiated`, both start after the handshake; without, call
+/// [`Frontend::handshake`] (with no descriptors) while the back-end serves.
 pub fn in_memory<F: SyncFamily>(
     variant: Variant,
     scenario: &Scenario,
@@ -53,7 +53,6 @@ pub fn in_memory<F: SyncFamily>(
     let (fe_chan, be_chan) = MemoryTransport::<F>::pair_with_chunk(chunk);
     let cfg = BackendConfig { map_memory: false, ..BackendConfig::for_scenario(scenario) };
     let mut backend = Backend::new(be_main, Some(Box::new(be_chan)), cfg);
-    backend.set_split_replies(scenario.split_replies);
     if negotiated {
         backend.assume_negotiated();
     }
@@ -111,12 +110,8 @@ pub fn over_socketpair(
     let (fe_chan, be_chan) = UnixTransport::pair()?;
     let mem = guest_ram_memfd()?;
     let cfg = BackendConfig::for_scenario(scenario);
-    let split = scenario.split_replies;
-    let backend = ParkingLot::spawn("vhost-user-backend", move || {
-        let mut b = Backend::new(be_main, None, cfg);
-        b.set_split_replies(split);
-        b.serve()
-    });
+    let backend =
+        ParkingLot::spawn("vhost-user-backend", move || Backend::new(be_main, None, cfg).serve());
     let mut fe = Frontend::new(fe_main, Some(fe_chan), variant, *scenario);
     let handshake = fe.handshake(Some(be_chan.as_fd()), Some(mem.as_fd()));
     // QEMU closes its copies once they are sent.

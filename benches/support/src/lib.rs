@@ -386,7 +386,7 @@ impl Drop for Workers {
 /// The reference back-end serving one raw socketpair end, no memory mapping,
 /// no misses.
 fn spawn_reference_backend(stream: UnixStream) -> JoinHandle<Result<(), BackendError>> {
-    let cfg = BackendConfig { map_memory: false, misses: 0, miss_need_reply: false };
+    let cfg = BackendConfig { map_memory: false, ..BackendConfig::default() };
     std::thread::Builder::new()
         .name("vhost-user-backend".into())
         .spawn(move || Backend::new(UnixTransport::from_stream(stream), None, cfg).serve())

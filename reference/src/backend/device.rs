@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn misses_skip_what_the_iotlb_translates_and_wait_for_postcopy_listen() {
-        let cfg = BackendConfig { map_memory: false, misses: 3, miss_need_reply: false };
+        let cfg = BackendConfig { map_memory: false, misses: 3, ..BackendConfig::default() };
         let mut d = ReferenceDevice::new(&cfg);
         assert_eq!(d.next_miss(), None, "none before POSTCOPY_LISTEN");
         d.postcopy_listen().unwrap();

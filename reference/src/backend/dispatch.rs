@@ -70,8 +70,7 @@ pub struct Backend<T: Transport, H: BackendReqHandler = ReferenceDevice> {
     inbox: RecvBuffer,
     /// The device's next miss, taken from the handler and not yet sent.
     pending_miss: Option<IotlbMsg>,
-    /// Write a reply's header and payload in two sends, as libvhost-user's
-    /// `vu_message_write` does ([`crate::scenario::Scenario::split_replies`]).
+    /// [`BackendConfig::split_replies`].
     split_replies: bool,
 }
 
@@ -90,7 +89,10 @@ impl<T: Transport> Backend<T> {
     /// carry no descriptors); over a Unix socket it comes with
     /// SET_BACKEND_REQ_FD instead.
     pub fn new(main: T, channel: Option<Box<dyn Transport>>, cfg: BackendConfig) -> Self {
-        Backend::with_handler(main, channel, cfg.miss_need_reply, ReferenceDevice::new(&cfg))
+        let mut b =
+            Backend::with_handler(main, channel, cfg.miss_need_reply, ReferenceDevice::new(&cfg));
+        b.split_replies = cfg.split_replies;
+        b
     }
 
     /// See [`ReferenceDevice::set_misses_from_device_start`].
@@ -151,12 +153,6 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
     /// The device, to configure it before serving.
     pub fn handler_mut(&mut self) -> &mut H {
         &mut self.handler
-    }
-
-    /// Writes each reply's header, then its payload, in two sends (as
-    /// libvhost-user does), instead of one.
-    pub fn set_split_replies(&mut self, on: bool) {
-        self.split_replies = on;
     }
 
     /// Turns fault injection on (see [`FaultInjection`]).

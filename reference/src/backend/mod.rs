@@ -66,6 +66,9 @@ pub struct BackendConfig {
     pub misses: u8,
     /// Whether the misses carry NEED_REPLY.
     pub miss_need_reply: bool,
+    /// Write a reply's header and payload in two sends, as libvhost-user's
+    /// `vu_message_write` does ([`crate::scenario::Scenario::split_replies`]).
+    pub split_replies: bool,
 }
 
 impl BackendConfig {
@@ -75,6 +78,7 @@ impl BackendConfig {
             map_memory: true,
             misses: scenario.backend_misses,
             miss_need_reply: scenario.miss_need_reply,
+            split_replies: scenario.split_replies,
         }
     }
 }
@@ -82,7 +86,7 @@ impl BackendConfig {
 impl Default for BackendConfig {
     /// Maps memory, sends no misses.
     fn default() -> Self {
-        BackendConfig { map_memory: true, misses: 0, miss_need_reply: false }
+        BackendConfig { map_memory: true, misses: 0, miss_need_reply: false, split_replies: false }
     }
 }
 
