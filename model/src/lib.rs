@@ -459,6 +459,18 @@ impl ReplyRace {
         self.scenario.postcopy_end && self.variant.policy.postcopy_end_in_main_loop()
     }
 
+    /// IOTLB updates device start has finished, whether acknowledged or
+    /// failed, when its next op is at `pc` (each update's call ends with
+    /// its `Report`; a fail-start abort jumps past them all).
+    pub(crate) fn updates_finished(&self, pc: usize) -> u8 {
+        let ops = self.program(Program::DeviceStart);
+        let n = ops[..pc.min(ops.len())]
+            .iter()
+            .filter(|op| **op == Op::Report(QemuError::IotlbUpdateFailed))
+            .count();
+        u8::try_from(n).expect("fewer than 256 updates")
+    }
+
     /// The op a thread is at, if it is running a program.
     pub fn current_op(&self, t: &ThreadState) -> Option<Op> {
         match t.routine {
@@ -892,6 +904,12 @@ impl Prop {
         Prop::Finishes,
         Prop::Channel,
     ];
+
+    /// Whether the property is about final states only (those where
+    /// nothing can move): it can break only there.
+    pub const fn of_final_states(self) -> bool {
+        matches!(self, Prop::Deadlock | Prop::Finishes | Prop::Channel)
+    }
 
     /// The property's name, as stateright and the reports give it.
     pub const fn name(self) -> &'static str {

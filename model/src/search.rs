@@ -75,11 +75,11 @@ impl<'m> Expander<'m> {
         broken
     }
 
-    /// The fingerprint the visited set keeps: with the reduction, the log's
-    /// lines left out ([`ForVerdicts`]).
+    /// The fingerprint the visited set keeps: with the reduction, what can
+    /// no longer change a verdict left out ([`ForVerdicts`]).
     fn fingerprint(&self, s: &State) -> u64 {
         if self.reduction.is_some() {
-            fingerprint_for_verdicts(s)
+            fingerprint_for_verdicts(self.model, s)
         } else {
             fingerprint(s)
         }
@@ -398,10 +398,10 @@ pub(crate) fn fingerprint(s: &State) -> u64 {
     crate::stream::HASH_KEYS.hash_one(s)
 }
 
-/// A state's fingerprint with its log's lines left out
-/// ([`crate::packed::ForVerdicts`]).
-fn fingerprint_for_verdicts(s: &State) -> u64 {
-    crate::stream::HASH_KEYS.hash_one(ForVerdicts(s))
+/// A state's fingerprint with what can no longer change a verdict left
+/// out, its log's lines among it ([`crate::packed::ForVerdicts`]).
+pub(crate) fn fingerprint_for_verdicts(model: &ReplyRace, s: &State) -> u64 {
+    crate::stream::HASH_KEYS.hash_one(ForVerdicts(model, s))
 }
 
 /// The set of visited fingerprints: open addressing with linear probing in

@@ -256,6 +256,50 @@ impl Stream {
     }
 }
 
+/// Which ghost data a hash of a stream keeps ([`Stream::hash_keeping`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ghost {
+    /// Each byte's owner.
+    pub owners: bool,
+    /// Whether a message starts at each byte.
+    pub starts: bool,
+}
+
+impl Ghost {
+    /// Every ghost bit.
+    pub(crate) const ALL: Ghost = Ghost { owners: true, starts: true };
+}
+
+impl Stream {
+    /// Hashes the stream's bytes with the ghost data `keep` says: its
+    /// digest when it keeps all, else the cells with the other ghost bits
+    /// cleared (computed here: the checker asks for it only in states
+    /// whose ghost data can no longer change a verdict).
+    pub(crate) fn hash_keeping<H: Hasher>(&self, keep: Ghost, h: &mut H) {
+        if keep == Ghost::ALL || self.is_empty() {
+            h.write_u64(self.digest);
+            return;
+        }
+        let mask = 0xff
+            | if keep.owners { 3 << OWNER_SHIFT } else { 0 }
+            | if keep.starts { START } else { 0 };
+        let mut chunk = [0u16; 64];
+        for part in self.cells().chunks(chunk.len()) {
+            for (d, &c) in chunk.iter_mut().zip(part) {
+                *d = c & mask;
+            }
+            chunk[..part.len()].hash(h);
+        }
+    }
+
+    /// The little-endian word at byte `at`, if the stream has its 4 bytes
+    /// (a header's flags are the word at 4).
+    pub(crate) fn word(&self, at: usize) -> Option<u32> {
+        let cells = self.cells().get(at..at + 4)?;
+        Some(cells.iter().rev().fold(0, |w, &c| w << 8 | u32::from(c as u8)))
+    }
+}
+
 /// `bytes` as the diagrams show them: each whole 4-byte group as a
 /// little-endian u32 in hex (`16 5 8` for a REPLY_ACK header), then a tail
 /// of 1 to 3 bytes, if any, after `|` as two-digit hex bytes

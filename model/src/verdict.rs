@@ -6,7 +6,11 @@
 //! [`crate::search`] and [`crate::reduce`]: it never stops at the first
 //! violations, which would make state counts meaningless), so a ✓ always
 //! comes from a complete exhaustive run; the shortest counterexamples come
-//! from a breadth-first pass over every interleaving that stops at them.
+//! from a breadth-first pass that stops at them: over every interleaving
+//! for the properties that break before the end, over the reduced graph for
+//! those of final states (which has the same shortest paths to them, see
+//! [`shortest_counterexamples`]), with the states [`crate::search`] merges
+//! for the verdicts merged.
 //!
 //! Leaves out: symmetry reduction (the threads are not interchangeable) and
 //! on-demand checking.
@@ -280,7 +284,8 @@ fn check_with_dyn(
                 elapsed: start.elapsed(),
             })
         };
-        match shortest_counterexamples(&model, &failing, opts.max_states, &mut report) {
+        match shortest_counterexamples(&model, &failing, opts.max_states, opts.reduce, &mut report)
+        {
             Ok(found) => counterexamples = found,
             Err(Stopped { at_bound: true, found }) => {
                 // Too many states at the counterexamples' depth: the ones
@@ -419,9 +424,10 @@ pub struct Stopped {
 /// Panics if the property has no counterexample within
 /// [`DEFAULT_MAX_STATES`]: call it for discoveries only.
 pub fn shortest_counterexample(model: &ReplyRace, name: &'static str) -> Vec<Action> {
-    let found = shortest_counterexamples(model, &[name], Some(DEFAULT_MAX_STATES), |_, _, _| {
-        ControlFlow::Continue(())
-    });
+    let found =
+        shortest_counterexamples(model, &[name], Some(DEFAULT_MAX_STATES), false, |_, _, _| {
+            ControlFlow::Continue(())
+        });
     match found {
         Ok(mut v) if !v.is_empty() => v.remove(0).1,
         _ => panic!("property {name:?} has no counterexample within the bound"),
@@ -436,22 +442,63 @@ pub fn shortest_counterexample(model: &ReplyRace, name: &'static str) -> Vec<Act
 ///
 /// Memory: a visited state is kept as a 64-bit fingerprint and a parent link
 /// (about 30 bytes); only the breadth-first frontier holds whole states.
+///
+/// With `reduce`, the properties of final states ([`Prop::of_final_states`])
+/// are searched in a second pass over the partial-order-reduced graph
+/// ([`crate::reduce`]), which has the same shortest paths to final states:
+/// each path of the full graph to a final state has a path of the reduced
+/// graph to the same state made of the same moves in another order
+/// (Godefroid 1996, the proof of theorem 4.3), so of the same length, and
+/// every path of the reduced graph is one of the full graph. The other
+/// properties break at states that are not final, whose shortest paths the
+/// reduction does not keep: they are searched over every interleaving.
 pub fn shortest_counterexamples(
     model: &ReplyRace,
     names: &[&'static str],
     max_states: Option<usize>,
+    reduce: bool,
     mut on_progress: impl FnMut(usize, usize, usize) -> ControlFlow<()>,
 ) -> Result<Vec<(&'static str, Vec<Action>)>, Stopped> {
-    shortest_counterexamples_dyn(model, names, max_states, &mut on_progress)
+    let (last, first): (Vec<&'static str>, Vec<&'static str>) = names
+        .iter()
+        .partition(|n| reduce && Prop::find(n).expect("a property of the model").of_final_states());
+    let mut found = Vec::new();
+    let mut at_bound = false;
+    // Each pass under the bound: one stopped there does not stop the next.
+    for (pass, reduce) in [(first, false), (last, true)] {
+        if pass.is_empty() {
+            continue;
+        }
+        match shortest_counterexamples_dyn(model, &pass, max_states, reduce, &mut on_progress) {
+            Ok(f) => found.extend(f),
+            Err(Stopped { at_bound: true, found: mut f }) => {
+                found.append(&mut f);
+                at_bound = true;
+            }
+            Err(Stopped { at_bound: false, found: mut f }) => {
+                found.append(&mut f);
+                return Err(Stopped { at_bound: false, found });
+            }
+        }
+    }
+    // In `names` order.
+    found.sort_by_key(|(n, _)| names.iter().position(|m| m == n));
+    if at_bound {
+        return Err(Stopped { at_bound, found });
+    }
+    Ok(found)
 }
 
-/// [`shortest_counterexamples`], compiled once (see [`check_with_dyn`]).
+/// One pass of [`shortest_counterexamples`] (over the reduced graph with
+/// `reduce`), compiled once (see [`check_with_dyn`]).
 fn shortest_counterexamples_dyn(
     model: &ReplyRace,
     names: &[&'static str],
     max_states: Option<usize>,
+    reduce: bool,
     on_progress: &mut dyn FnMut(usize, usize, usize) -> ControlFlow<()>,
 ) -> Result<Vec<(&'static str, Vec<Action>)>, Stopped> {
+    let reduction = reduce.then(|| crate::reduce::Reduction::new(model));
     let properties: Vec<Prop> =
         names.iter().map(|n| Prop::find(n).expect("a property of the model")).collect();
     // Parent index and the action from the parent, per visited state.
@@ -464,7 +511,7 @@ fn shortest_counterexamples_dyn(
     let mut depth = 0u32;
     for s in model.init_states() {
         generated += 1;
-        if seen.insert(crate::search::fingerprint(&s)) {
+        if seen.insert(crate::search::fingerprint_for_verdicts(model, &s)) {
             nodes.push((u32::MAX, None));
             queue.push_back((nodes.len() as u32 - 1, 0, s));
         }
@@ -495,10 +542,13 @@ fn shortest_counterexamples_dyn(
         if found.len() == names.len() {
             break;
         }
+        if let Some(r) = &reduction {
+            r.ample(&state, &mut actions);
+        }
         for &a in &actions {
             let Some(next) = model.next_state(&state, a) else { continue };
             generated += 1;
-            if seen.insert(crate::search::fingerprint(&next)) {
+            if seen.insert(crate::search::fingerprint_for_verdicts(model, &next)) {
                 nodes.push((i, Some(a)));
                 queue.push_back((nodes.len() as u32 - 1, d + 1, next));
             }
@@ -550,6 +600,7 @@ mod tests {
             &model,
             &["the channel is usable afterwards"],
             Some(10_000),
+            false,
             |_, _, _| ControlFlow::Continue(()),
         );
         assert!(matches!(r, Err(Stopped { at_bound: true, .. })), "{r:?}");
@@ -559,19 +610,16 @@ mod tests {
     fn one_pass_finds_the_same_shortest_counterexamples_as_one_pass_each() {
         let model = ReplyRace::new("qemu-9.1".parse().unwrap(), Scenario::default());
         let names: Vec<&'static str> = PROPERTIES.iter().map(|(n, _)| *n).collect();
-        let together =
-            shortest_counterexamples(&model, &names, None, |_, _, _| ControlFlow::Continue(()))
-                .unwrap();
+        let together = shortest_counterexamples(&model, &names, None, false, |_, _, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert!(together.len() >= 4, "{together:?}");
         for (name, path) in &together {
-            let alone =
-                shortest_counterexamples(
-                    &model,
-                    &[name],
-                    None,
-                    |_, _, _| ControlFlow::Continue(()),
-                )
-                .unwrap();
+            let alone = shortest_counterexamples(&model, &[name], None, false, |_, _, _| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
             assert_eq!(&alone[0].1, path, "{name}");
         }
         let reply = together.iter().find(|(n, _)| *n == "every reply reaches its requester");

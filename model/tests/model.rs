@@ -4,7 +4,7 @@
 //! replayed with stateright's `assert_discovery`. A change in the model shows
 //! up here first.
 
-use model::verdict::{check, CheckOptions, Verdict};
+use model::verdict::{check, shortest_counterexamples, CheckOptions, Verdict};
 use model::Action::{self, *};
 use model::{BackendState, Program, Prop, ReplyRace, Routine, State, Stream, ThreadState};
 use reference::scenario::{Scenario, ThreadRole::*, Variant};
@@ -35,8 +35,8 @@ struct Row {
 /// Every pinned row, as `cargo run --release -- <flags>` prints it.
 #[rustfmt::skip]
 const ROWS: &[Row] = &[
-    Row { flags: "", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 7_157, reduced: 729, depth: 30 },
-    Row { flags: "", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_353, reduced: 552, depth: 29 },
+    Row { flags: "", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 7_157, reduced: 657, depth: 30 },
+    Row { flags: "", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_353, reduced: 442, depth: 29 },
     Row { flags: "", variant: "mutex", fails: &[], states: 288, reduced: 136, depth: 32 },
     Row { flags: "", variant: "mutex+fail-start", fails: &[], states: 288, reduced: 136, depth: 32 },
     Row { flags: "", variant: "bql-listen", fails: &[], states: 126, reduced: 93, depth: 26 },
@@ -47,8 +47,8 @@ const ROWS: &[Row] = &[
     Row { flags: "", variant: "qemu-10.2+fail-start", fails: &[], states: 221, reduced: 102, depth: 27 },
     Row { flags: "", variant: "reply-queue", fails: &[], states: 827, reduced: 321, depth: 25 },
     Row { flags: "", variant: "reply-queue+fail-start", fails: &[], states: 827, reduced: 321, depth: 25 },
-    Row { flags: "--miss-need-reply", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 3_583, reduced: 611, depth: 31 },
-    Row { flags: "--miss-need-reply", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 1_235, reduced: 464, depth: 29 },
+    Row { flags: "--miss-need-reply", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 3_583, reduced: 555, depth: 31 },
+    Row { flags: "--miss-need-reply", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 1_235, reduced: 375, depth: 29 },
     Row { flags: "--miss-need-reply", variant: "mutex", fails: &["deadlock", "finishes"], states: 168, reduced: 122, depth: 26 },
     Row { flags: "--miss-need-reply", variant: "mutex+fail-start", fails: &["deadlock", "finishes"], states: 168, reduced: 122, depth: 26 },
     Row { flags: "--miss-need-reply", variant: "bql-listen", fails: &["deadlock", "finishes"], states: 76, reduced: 76, depth: 21 },
@@ -59,20 +59,20 @@ const ROWS: &[Row] = &[
     Row { flags: "--miss-need-reply", variant: "qemu-10.2+fail-start", fails: &["deadlock", "finishes"], states: 124, reduced: 71, depth: 22 },
     Row { flags: "--miss-need-reply", variant: "reply-queue", fails: &[], states: 993, reduced: 540, depth: 26 },
     Row { flags: "--miss-need-reply", variant: "reply-queue+fail-start", fails: &[], states: 993, reduced: 540, depth: 26 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 434_755, reduced: 2_840, depth: 28 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 66_747, reduced: 1_871, depth: 27 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 434_755, reduced: 1_798, depth: 28 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 66_747, reduced: 1_396, depth: 27 },
     Row { flags: "--device-start-without-bql", variant: "mutex", fails: &[], states: 369, reduced: 133, depth: 30 },
     Row { flags: "--device-start-without-bql", variant: "mutex+fail-start", fails: &[], states: 369, reduced: 133, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "bql-listen", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 18_770, reduced: 1_157, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "bql-listen+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_867, reduced: 787, depth: 29 },
-    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_221, reduced: 1_127, depth: 30 },
-    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_139, reduced: 761, depth: 29 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-10.2", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_763, reduced: 1_094, depth: 31 },
-    Row { flags: "--device-start-without-bql", variant: "qemu-10.2+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_486, reduced: 746, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-listen", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 18_770, reduced: 879, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-listen+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_867, reduced: 605, depth: 29 },
+    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_221, reduced: 854, depth: 30 },
+    Row { flags: "--device-start-without-bql", variant: "bql-postcopy-end+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_139, reduced: 583, depth: 29 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-10.2", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 19_763, reduced: 824, depth: 31 },
+    Row { flags: "--device-start-without-bql", variant: "qemu-10.2+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 4_486, reduced: 570, depth: 30 },
     Row { flags: "--device-start-without-bql", variant: "reply-queue", fails: &[], states: 882, reduced: 288, depth: 23 },
     Row { flags: "--device-start-without-bql", variant: "reply-queue+fail-start", fails: &[], states: 882, reduced: 288, depth: 23 },
-    Row { flags: "--short-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 170_988, reduced: 41_083, depth: 38 },
-    Row { flags: "--short-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 50_950, reduced: 13_104, depth: 34 },
+    Row { flags: "--short-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 170_988, reduced: 16_643, depth: 38 },
+    Row { flags: "--short-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "deadlock", "finishes", "channel"], states: 50_950, reduced: 6_366, depth: 34 },
     Row { flags: "--short-reads", variant: "mutex", fails: &[], states: 423, reduced: 196, depth: 32 },
     Row { flags: "--short-reads", variant: "mutex+fail-start", fails: &[], states: 423, reduced: 196, depth: 32 },
     Row { flags: "--short-reads", variant: "bql-listen", fails: &[], states: 192, reduced: 141, depth: 26 },
@@ -83,8 +83,8 @@ const ROWS: &[Row] = &[
     Row { flags: "--short-reads", variant: "qemu-10.2+fail-start", fails: &[], states: 341, reduced: 156, depth: 27 },
     Row { flags: "--short-reads", variant: "reply-queue", fails: &[], states: 1_643, reduced: 871, depth: 25 },
     Row { flags: "--short-reads", variant: "reply-queue+fail-start", fails: &[], states: 1_643, reduced: 871, depth: 25 },
-    Row { flags: "--queued-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 8_345, reduced: 1_435, depth: 30 },
-    Row { flags: "--queued-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_869, reduced: 984, depth: 29 },
+    Row { flags: "--queued-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 8_345, reduced: 1_203, depth: 30 },
+    Row { flags: "--queued-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 3_869, reduced: 750, depth: 29 },
     Row { flags: "--queued-reads", variant: "mutex", fails: &[], states: 288, reduced: 136, depth: 32 },
     Row { flags: "--queued-reads", variant: "mutex+fail-start", fails: &[], states: 288, reduced: 136, depth: 32 },
     Row { flags: "--queued-reads", variant: "bql-listen", fails: &[], states: 126, reduced: 93, depth: 26 },
@@ -95,8 +95,8 @@ const ROWS: &[Row] = &[
     Row { flags: "--queued-reads", variant: "qemu-10.2+fail-start", fails: &[], states: 221, reduced: 102, depth: 27 },
     Row { flags: "--queued-reads", variant: "reply-queue", fails: &[], states: 827, reduced: 403, depth: 25 },
     Row { flags: "--queued-reads", variant: "reply-queue+fail-start", fails: &[], states: 827, reduced: 403, depth: 25 },
-    Row { flags: "--split-replies --queued-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 15_625, reduced: 2_717, depth: 34 },
-    Row { flags: "--split-replies --queued-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 7_134, reduced: 1_803, depth: 33 },
+    Row { flags: "--split-replies --queued-reads", variant: "qemu-9.1", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 15_625, reduced: 2_217, depth: 34 },
+    Row { flags: "--split-replies --queued-reads", variant: "qemu-9.1+fail-start", fails: &["reply", "framing", "no log", "start ok", "channel"], states: 7_134, reduced: 1_334, depth: 33 },
     Row { flags: "--split-replies --queued-reads", variant: "mutex", fails: &[], states: 378, reduced: 172, depth: 36 },
     Row { flags: "--split-replies --queued-reads", variant: "mutex+fail-start", fails: &[], states: 378, reduced: 172, depth: 36 },
     Row { flags: "--split-replies --queued-reads", variant: "bql-listen", fails: &[], states: 170, reduced: 121, depth: 30 },
@@ -190,6 +190,43 @@ fn the_reduced_search_gives_every_pinned_verdict_with_no_more_states() {
         assert!(reduced.unique_states <= full.unique_states, "{what}");
         assert_eq!(reduced.unique_states, r.reduced, "{what}: reduced states");
     }
+}
+
+#[test]
+fn the_reduced_graph_has_the_shortest_counterexamples_of_final_states() {
+    // verdict::shortest_counterexamples searches the properties of final
+    // states over the reduced graph: on every pinned row, each one found
+    // there has the length of the one found over every interleaving, and
+    // ends in a final state that breaks the property.
+    let mut compared = 0;
+    for r in ROWS {
+        let what = format!("{} {}", r.variant, r.flags);
+        let model = ReplyRace::new(r.variant.parse().unwrap(), scenario(r.flags));
+        let names: Vec<&'static str> = Prop::ALL
+            .into_iter()
+            .filter(|p| p.of_final_states() && r.fails.contains(&p.title()))
+            .map(Prop::name)
+            .collect();
+        let search = |reduce| {
+            shortest_counterexamples(&model, &names, None, reduce, |_, _, _| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap()
+        };
+        let (full, reduced) = (search(false), search(true));
+        assert_eq!(full.len(), names.len(), "{what}");
+        for ((name, f), (n, red)) in full.iter().zip(&reduced) {
+            assert_eq!((name, f.len()), (n, red.len()), "{what}");
+            let mut s = model.init_states().remove(0);
+            for &a in red {
+                s = model.next_state(&s, a).unwrap_or_else(|| panic!("{what}: {a:?}"));
+            }
+            let p = Prop::find(name).unwrap();
+            assert!(!model.holds(p, &s, model.is_stuck(&s)), "{what}: {name}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 40, "{compared}");
 }
 
 /// Asserts that `actions` is the shortest counterexample the checker reports
