@@ -253,14 +253,21 @@ pub struct State {
 
 /// What QEMU has logged, in order, with the thread that logged each line;
 /// shared between copies of a state until one logs (most transitions log
-/// nothing, and the checker copies every state it expands).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Log(std::sync::Arc<Vec<(ThreadRole, QemuError)>>);
+/// nothing, and the checker copies every state it expands), with a digest
+/// of its lines kept in step, so that hashing a log is one word however
+/// long it is (the full search hashes every state it generates).
+#[derive(Clone, Debug, Default)]
+pub struct Log {
+    lines: std::sync::Arc<Vec<(ThreadRole, QemuError)>>,
+    /// A hash chained over the lines; 0 for no line.
+    digest: u64,
+}
 
 impl Log {
     /// Appends a line.
     pub fn push(&mut self, line: (ThreadRole, QemuError)) {
-        std::sync::Arc::make_mut(&mut self.0).push(line);
+        self.digest = stream::HASH_KEYS.hash_one((self.digest, line));
+        std::sync::Arc::make_mut(&mut self.lines).push(line);
     }
 
     /// Empties the log.
@@ -269,16 +276,34 @@ impl Log {
     }
 }
 
+impl PartialEq for Log {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest && self.lines == other.lines
+    }
+}
+
+impl Eq for Log {}
+
+impl std::hash::Hash for Log {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.digest);
+    }
+}
+
 impl std::ops::Deref for Log {
     type Target = [(ThreadRole, QemuError)];
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.lines
     }
 }
 
 impl From<Vec<(ThreadRole, QemuError)>> for Log {
     fn from(lines: Vec<(ThreadRole, QemuError)>) -> Self {
-        Log(std::sync::Arc::new(lines))
+        let mut log = Log::default();
+        for line in lines {
+            log.push(line);
+        }
+        log
     }
 }
 
@@ -457,6 +482,77 @@ impl ReplyRace {
     /// Whether the main loop has a postcopy bottom half to run in this scenario.
     pub(crate) fn main_loop_runs_bh(&self) -> bool {
         self.scenario.postcopy_end && self.variant.policy.postcopy_end_in_main_loop()
+    }
+
+    /// Takes `action` in `s`, in place ([`Model::next_state`] on a copy):
+    /// `None` if it is not a move of `s`, which is then left as it was.
+    /// The search builds each successor where it keeps it, so that a state
+    /// is copied once per move.
+    pub(crate) fn apply(&self, s: &mut State, action: Action) -> Option<()> {
+        match action {
+            Action::Step(role) => {
+                let op = self.current_op(s.thread(role))?;
+                if op == Op::AwaitReply {
+                    self.exec_await_reply(s, role);
+                } else {
+                    self.exec_step(s, role, op);
+                    self.settle(s, role);
+                }
+            }
+            Action::Read(role, n) => {
+                let op = self.current_op(s.thread(role))?;
+                if op == Op::AwaitReply {
+                    self.exec_queue_read(s, role, usize::from(n));
+                } else {
+                    self.exec_read(s, role, op, usize::from(n));
+                }
+            }
+            Action::LogReadError(role) => {
+                let e = s.thread_mut(role).pending_log.take()?;
+                s.log.push((role, e));
+            }
+            Action::ServeBackendChannel => {
+                let hdr = s.backend_channel.take(wire::IOTLB_REQUEST_SIZE).header();
+                if s.bql.is_some() {
+                    // Reply queue: borrowed from a holder that waits for a reply.
+                    s.bql_lent_by = s.bql;
+                }
+                s.bql = Some(ThreadRole::MainLoop);
+                let t = s.thread_mut(ThreadRole::MainLoop);
+                t.miss_need_reply = hdr.need_reply();
+                t.misses_taken += 1;
+                t.routine = Routine::Running(Program::Miss);
+                t.pc = 0;
+                self.settle(s, ThreadRole::MainLoop);
+            }
+            Action::RunPostcopyBh => {
+                s.bql = Some(ThreadRole::MainLoop);
+                s.bh_pending = false;
+                let t = s.thread_mut(ThreadRole::MainLoop);
+                t.bh_done = true;
+                t.routine = Routine::Running(Program::Bh);
+                t.pc = 0;
+                self.settle(s, ThreadRole::MainLoop);
+            }
+            Action::BackendHandle => self.backend_handle(s),
+            Action::BackendWritePayload => {
+                let payload = s.backend.unsent.take_all();
+                s.to_frontend.append(payload);
+            }
+            Action::BackendSendMiss => {
+                let n = s.backend.misses_sent;
+                let need_reply = self.scenario.miss_need_reply;
+                let bytes = wire::backend_iotlb_miss(&Scenario::backend_miss(n), need_reply);
+                s.backend_channel.push_message(ThreadRole::MainLoop, &bytes);
+                s.backend.misses_sent += 1;
+                s.backend.awaiting_miss_reply = need_reply;
+            }
+            Action::BackendReadMissReply => {
+                s.backend_channel_replies.take(wire::ACK_REPLY_SIZE);
+                s.backend.awaiting_miss_reply = false;
+            }
+        }
+        Some(())
     }
 
     /// IOTLB updates device start has finished, whether acknowledged or
@@ -1050,69 +1146,7 @@ impl Model for ReplyRace {
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
         let mut s = last.clone();
-        match action {
-            Action::Step(role) => {
-                let op = self.current_op(s.thread(role))?;
-                if op == Op::AwaitReply {
-                    self.exec_await_reply(&mut s, role);
-                } else {
-                    self.exec_step(&mut s, role, op);
-                    self.settle(&mut s, role);
-                }
-            }
-            Action::Read(role, n) => {
-                let op = self.current_op(s.thread(role))?;
-                if op == Op::AwaitReply {
-                    self.exec_queue_read(&mut s, role, usize::from(n));
-                } else {
-                    self.exec_read(&mut s, role, op, usize::from(n));
-                }
-            }
-            Action::LogReadError(role) => {
-                let e = s.thread_mut(role).pending_log.take()?;
-                s.log.push((role, e));
-            }
-            Action::ServeBackendChannel => {
-                let hdr = s.backend_channel.take(wire::IOTLB_REQUEST_SIZE).header();
-                if s.bql.is_some() {
-                    // Reply queue: borrowed from a holder that waits for a reply.
-                    s.bql_lent_by = s.bql;
-                }
-                s.bql = Some(ThreadRole::MainLoop);
-                let t = s.thread_mut(ThreadRole::MainLoop);
-                t.miss_need_reply = hdr.need_reply();
-                t.misses_taken += 1;
-                t.routine = Routine::Running(Program::Miss);
-                t.pc = 0;
-                self.settle(&mut s, ThreadRole::MainLoop);
-            }
-            Action::RunPostcopyBh => {
-                s.bql = Some(ThreadRole::MainLoop);
-                s.bh_pending = false;
-                let t = s.thread_mut(ThreadRole::MainLoop);
-                t.bh_done = true;
-                t.routine = Routine::Running(Program::Bh);
-                t.pc = 0;
-                self.settle(&mut s, ThreadRole::MainLoop);
-            }
-            Action::BackendHandle => self.backend_handle(&mut s),
-            Action::BackendWritePayload => {
-                let payload = s.backend.unsent.take_all();
-                s.to_frontend.append(payload);
-            }
-            Action::BackendSendMiss => {
-                let n = s.backend.misses_sent;
-                let need_reply = self.scenario.miss_need_reply;
-                let bytes = wire::backend_iotlb_miss(&Scenario::backend_miss(n), need_reply);
-                s.backend_channel.push_message(ThreadRole::MainLoop, &bytes);
-                s.backend.misses_sent += 1;
-                s.backend.awaiting_miss_reply = need_reply;
-            }
-            Action::BackendReadMissReply => {
-                s.backend_channel_replies.take(wire::ACK_REPLY_SIZE);
-                s.backend.awaiting_miss_reply = false;
-            }
-        }
+        self.apply(&mut s, action)?;
         Some(s)
     }
 

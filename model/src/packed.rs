@@ -75,6 +75,7 @@ struct Live {
     own_acks: bool,
 }
 
+#[inline(always)]
 fn hash_thread<H: Hasher>(t: &ThreadState, role: ThreadRole, h: &mut H, keep: Keep, live: Live) {
     let ThreadState {
         routine: r,
@@ -199,6 +200,7 @@ fn start_ok_settled(model: &ReplyRace, s: &State) -> bool {
     }
 }
 
+#[inline(always)]
 fn hash_state<H: Hasher>(s: &State, h: &mut H, keep: Keep) {
     let State {
         threads,

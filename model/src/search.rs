@@ -138,30 +138,38 @@ fn depth_first_dyn(
     let mut violated = 0u8;
     let mut actions: Vec<Action> = Vec::new();
     let mut next_report = REPORT_EVERY;
-    // The successors of the state being expanded, with their fingerprints.
-    let mut fresh: Vec<(State, u32)> = Vec::new();
+    // The fingerprints of the successors of the state being expanded.
     let mut fps: Vec<u64> = Vec::new();
-    while let Some((state, depth)) = pending.last() {
-        let depth = *depth;
+    while let Some((state, depth)) = pending.pop() {
         out.max_depth = out.max_depth.max(depth as usize);
-        violated |= ex.expand(state, &mut actions);
-        // Every successor is built and its slot in the set fetched before
-        // any is looked up, so that the set's cache misses overlap.
+        violated |= ex.expand(&state, &mut actions);
+        // Every successor is built on top of the stack, in the order of its
+        // move, and its slot in the set fetched before any is looked up, so
+        // that the set's cache misses overlap.
+        let base = pending.len();
         for &a in &actions {
-            let Some(next) = model.next_state(state, a) else { continue };
-            let fp = ex.fingerprint(&next);
+            pending.push((state.clone(), depth + 1));
+            let (next, _) = pending.last_mut().expect("just pushed");
+            if model.apply(next, a).is_none() {
+                pending.pop();
+                continue;
+            }
+            let fp = ex.fingerprint(next);
             seen.prefetch(fp);
-            fresh.push((next, depth + 1));
             fps.push(fp);
         }
-        out.generated_states += fresh.len();
-        // The state expanded is dropped where it lies; the new successors
-        // go on top in the order they were generated.
-        pending.truncate(pending.len() - 1);
-        let mut fp = fps.drain(..);
-        fresh.retain(|_| seen.insert(fp.next().expect("one fingerprint per successor")));
-        drop(fp);
-        pending.append(&mut fresh);
+        drop(state);
+        out.generated_states += fps.len();
+        // The new ones stay, in order; the others are moved past them and dropped.
+        let mut kept = base;
+        for (i, &fp) in fps.iter().enumerate() {
+            if seen.insert(fp) {
+                pending.swap(kept, base + i);
+                kept += 1;
+            }
+        }
+        pending.truncate(kept);
+        fps.clear();
         if out.generated_states >= next_report || out.generated_states >= bound {
             next_report = out.generated_states + REPORT_EVERY;
             out.unique_states = seen.len();
@@ -404,6 +412,31 @@ pub(crate) fn fingerprint_for_verdicts(model: &ReplyRace, s: &State) -> u64 {
     crate::stream::HASH_KEYS.hash_one(ForVerdicts(model, s))
 }
 
+/// `n` empty slots. A large table is asked to sit on huge pages: each
+/// insert touches a random slot, and with 4 KiB pages a table of hundreds
+/// of megabytes misses the TLB on nearly every one (Linux's transparent
+/// huge pages are often enabled on request only, `madvise`).
+fn zeroed_slots(n: usize) -> Vec<u64> {
+    let slots = vec![0u64; n];
+    const HUGE: usize = 2 << 20;
+    let bytes = n * std::mem::size_of::<u64>();
+    if bytes >= 2 * HUGE {
+        // The allocator maps a table this large fresh, its pages untouched:
+        // advise the whole huge pages inside it before the first write.
+        let start = (slots.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (slots.as_ptr() as usize + bytes) / HUGE * HUGE;
+        if let Some(at) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) {
+            // SAFETY: [start, end) lies inside the live allocation `slots`;
+            // the advice changes how its pages are backed, not its contents.
+            // A kernel without huge pages refuses it, which changes nothing.
+            let _ = unsafe {
+                nix::sys::mman::madvise(at, end - start, nix::sys::mman::MmapAdvise::MADV_HUGEPAGE)
+            };
+        }
+    }
+    slots
+}
+
 /// The set of visited fingerprints: open addressing with linear probing in
 /// one array of `u64`, so that an insert touches one cache line (the
 /// standard library's set touches two: its control bytes and its slots;
@@ -477,7 +510,7 @@ impl FingerprintSet {
     }
 
     fn grow(&mut self) {
-        let mut bigger = vec![0u64; self.slots.len() * 2];
+        let mut bigger = zeroed_slots(self.slots.len() * 2);
         for &fp in self.slots.iter().filter(|&&fp| fp != 0) {
             Self::place(&mut bigger, fp);
         }

@@ -275,11 +275,16 @@ impl Stream {
     /// digest when it keeps all, else the cells with the other ghost bits
     /// cleared (computed here: the checker asks for it only in states
     /// whose ghost data can no longer change a verdict).
+    #[inline]
     pub(crate) fn hash_keeping<H: Hasher>(&self, keep: Ghost, h: &mut H) {
         if keep == Ghost::ALL || self.is_empty() {
             h.write_u64(self.digest);
-            return;
+        } else {
+            self.hash_masked(keep, h);
         }
+    }
+
+    fn hash_masked<H: Hasher>(&self, keep: Ghost, h: &mut H) {
         let mask = 0xff
             | if keep.owners { 3 << OWNER_SHIFT } else { 0 }
             | if keep.starts { START } else { 0 };
