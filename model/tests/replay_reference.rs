@@ -449,6 +449,15 @@ fn every_miss_need_reply_counterexample_replays_on_the_reference() {
 }
 
 #[test]
+fn every_counterexample_of_a_larger_short_reads_scenario_replays_on_the_reference() {
+    // 4 updates, 3 misses: counterexamples found over merged states, those
+    // of final states over the reduced graph (verdict::shortest_counterexamples).
+    let scenario =
+        Scenario { virtqueues: 4, backend_misses: 3, short_reads: true, ..Scenario::default() };
+    assert_eq!(replay_all(scenario), 14);
+}
+
+#[test]
 fn a_misframed_size_of_30_reads_30_bytes_on_the_reference_too() {
     // Device start assembles `[16 5 1e]` from two replies and reads a
     // 30-byte payload: the reference's `read_all` of `size` bytes takes the

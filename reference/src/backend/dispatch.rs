@@ -211,17 +211,23 @@ impl<T: Transport, H: BackendReqHandler> Backend<T, H> {
 
     fn serve_inner(&mut self) -> Result<(), BackendError> {
         loop {
-            if self.pending_miss.is_none() {
-                self.pending_miss = self.handler.next_miss();
-            }
-            if let Some(miss) = self.pending_miss {
-                // Before the next request unless the channel's gate orders
-                // the request first (a real channel always says now).
-                let send = GateOp::Send(wire::IOTLB_REQUEST_SIZE);
-                if self.channel.as_ref().is_none_or(|c| c.goes_next(send, true)) {
-                    self.pending_miss = None;
-                    self.send_miss(&miss)?;
+            // A real run sends one miss before each request; a channel's
+            // gate may order the request first, or several misses in a row
+            // (the model's back-end sends its misses at any moment between
+            // requests).
+            let mut first = true;
+            loop {
+                if self.pending_miss.is_none() {
+                    self.pending_miss = self.handler.next_miss();
                 }
+                let Some(miss) = self.pending_miss else { break };
+                let send = GateOp::Send(wire::IOTLB_REQUEST_SIZE);
+                if !self.channel.as_ref().map_or(first, |c| c.goes_next(send, first)) {
+                    break;
+                }
+                self.pending_miss = None;
+                self.send_miss(&miss)?;
+                first = false;
             }
             if let Some((_, since)) = &self.held {
                 let left = postcopy::HOLD_LIMIT.saturating_sub(since.elapsed());
