@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use model::replay::{device_start_replay, DeviceStartReplay};
-use model::verdict;
+use model::verdict::{self, CheckOptions};
 use model::{Action, ReplyRace, PROPERTIES};
 use reference::backend::ReplyPlan;
 use reference::qemu::{message_of, QemuBinary};
@@ -112,23 +112,34 @@ fn scenarios_in_scope() -> Vec<(&'static str, Scenario)> {
 }
 
 /// Every counterexample of every variant on the scenarios in scope, and the
-/// interleaving `qemu-9.1` finds for each log in `logs_dir`.
+/// interleaving `qemu-9.1` finds for each log in `logs_dir`. A property of
+/// final states has two shortest counterexamples of one length: the one
+/// `check` prints, from the reduced graph, and the one of every
+/// interleaving (`--full`); both are cases, once if they are one path.
 pub fn cases_in_scope(logs_dir: Option<&Path>) -> Result<Vec<Case>> {
-    let mut cases = Vec::new();
-    let opts = model_check_options();
+    let mut cases: Vec<Case> = Vec::new();
     for (flags, scenario) in scenarios_in_scope() {
         // Only QEMU's own variants have a binary to replay on.
         for variant in Variant::all().into_iter().filter(|v| v.policy.in_qemu()) {
-            let v = verdict::check(variant, scenario, &opts);
-            for p in &v.properties {
-                if let Some(actions) = &p.counterexample {
+            for reduce in [true, false] {
+                let opts = CheckOptions { reduce, ..model_check_options() };
+                let v = verdict::check(variant, scenario, &opts);
+                for p in &v.properties {
+                    let Some(actions) = &p.counterexample else { continue };
+                    let variant_s = variant.to_string();
+                    if cases.iter().any(|c| {
+                        c.variant == variant_s && c.scenario == scenario && &c.actions == actions
+                    }) {
+                        continue;
+                    }
                     let title = PROPERTIES
                         .iter()
                         .find(|(n, _)| *n == p.name)
                         .map_or(p.name.to_string(), |(_, t)| t.to_string());
+                    let full = if reduce { "" } else { ", --full" };
                     cases.push(Case {
-                        label: format!("{variant} \"{title}\" ({flags})"),
-                        variant: variant.to_string(),
+                        label: format!("{variant} \"{title}\" ({flags}{full})"),
+                        variant: variant_s,
                         scenario,
                         actions: actions.clone(),
                     });
