@@ -449,7 +449,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     ))?,
                 }
                 if let Some(link) = &link {
-                    let flags = model::explorer::scenario_flags(&scenario);
+                    let flags = scenario.flags().join(" ");
                     let sep = if flags.is_empty() { "" } else { " " };
                     emit(&format!(
                         "\nIn the Explorer: start `vhost-race explore --variant {variant}{sep}{flags}`, then open\n{link}\n"
@@ -582,6 +582,26 @@ pub fn emit(text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scenario_flags_are_spelled_as_everything_prints_them() {
+        use clap::{Args as _, CommandFactory as _};
+        let longs = |c: &clap::Command| -> Vec<String> {
+            c.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect()
+        };
+        let own = longs(&ScenarioArgs::augment_args(clap::Command::new("scenario")));
+        assert_eq!(own, reference::scenario::flag::ALL, "in --help order");
+        let cli = Cli::command();
+        let check = cli.find_subcommand("check").expect("a check subcommand");
+        for f in reference::scenario::flag::ALL {
+            assert!(longs(&cli).iter().any(|l| l == f), "{f} on the matrix");
+            assert!(longs(check).iter().any(|l| l == f), "{f} on check");
+        }
+        let s =
+            Scenario { virtqueues: 8, short_reads: true, device_stop: true, ..Scenario::default() };
+        assert_eq!(s.flags().join(" "), "--virtqueues 8 --short-reads --device-stop");
+        assert!(Scenario::default().flags().is_empty());
+    }
 
     #[test]
     fn a_hang_timeout_below_a_healthy_run_is_warned_about_and_one_above_is_not() {

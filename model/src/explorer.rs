@@ -16,48 +16,11 @@
 
 use std::fmt::Write as _;
 
-use protocol::scenario::{Scenario, ThreadRole};
+use protocol::scenario::ThreadRole;
 use stateright::{Expectation, Model, Path};
 
 use crate::trace::{self, Column};
 use crate::{Action, ReplyRace, State, PROPERTIES};
-
-/// The command-line flags that give `s` (empty for the default scenario).
-pub fn scenario_flags(s: &Scenario) -> String {
-    let d = Scenario::default();
-    let mut f = Vec::new();
-    if s.virtqueues != d.virtqueues {
-        f.push(format!("--virtqueues {}", s.virtqueues));
-    }
-    if !s.device_start {
-        f.push("--no-device-start".to_string());
-    }
-    if !s.device_start_holds_bql {
-        f.push("--device-start-without-bql".to_string());
-    }
-    if !s.postcopy_end {
-        f.push("--no-postcopy-end".to_string());
-    }
-    if s.backend_misses != d.backend_misses {
-        f.push(format!("--misses {}", s.backend_misses));
-    }
-    if s.miss_need_reply {
-        f.push("--miss-need-reply".to_string());
-    }
-    if s.short_reads {
-        f.push("--short-reads".to_string());
-    }
-    if s.queued_reads {
-        f.push("--queued-reads".to_string());
-    }
-    if s.split_replies {
-        f.push("--split-replies".to_string());
-    }
-    if s.device_stop {
-        f.push("--device-stop".to_string());
-    }
-    f.join(" ")
-}
 
 /// `variant · scenario`: what the page is about.
 pub fn title(model: &ReplyRace) -> String {
@@ -305,7 +268,7 @@ pub fn explore_fragment(model: &ReplyRace, actions: &[Action]) -> Option<String>
 
 #[cfg(test)]
 mod tests {
-    use protocol::scenario::{LockPolicy, Variant};
+    use protocol::scenario::{LockPolicy, Scenario, Variant};
     use stateright::Checker;
 
     use super::*;

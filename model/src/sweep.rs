@@ -14,23 +14,12 @@
 //! Leaves out: counterexamples (a failing cell names the `check` command
 //! that prints them) and combinations the tools refuse (no thread at all).
 
-use flag::*;
+use protocol::scenario::flag::*;
 use protocol::scenario::{Scenario, Variant};
 use serde::Serialize;
 
 use crate::verdict::{self, CheckOptions, Verdict};
 use crate::{Prop, PROPERTIES};
-
-/// The CLI's spelling of each boolean scenario flag, in column order.
-mod flag {
-    pub const WITHOUT_BQL: &str = "--device-start-without-bql";
-    pub const SHORT_READS: &str = "--short-reads";
-    pub const MISS_NEED_REPLY: &str = "--miss-need-reply";
-    pub const NO_DEVICE_START: &str = "--no-device-start";
-    pub const NO_POSTCOPY_END: &str = "--no-postcopy-end";
-    pub const DEVICE_STOP: &str = "--device-stop";
-    pub const QUEUED_READS: &str = "--queued-reads";
-}
 
 /// One combination of the boolean flags, and the scenario it makes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

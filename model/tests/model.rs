@@ -7,7 +7,7 @@
 use model::verdict::{check, shortest_counterexamples, CheckOptions, Verdict};
 use model::Action::{self, *};
 use model::{BackendState, Program, Prop, ReplyRace, Routine, State, Stream, ThreadState};
-use reference::scenario::{Scenario, ThreadRole::*, Variant};
+use reference::scenario::{flag, Scenario, ThreadRole::*, Variant};
 use reference::wire::{self, Header, Request};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
@@ -114,11 +114,11 @@ fn scenario(flags: &str) -> Scenario {
     let mut s = Scenario::default();
     for flag in flags.split_whitespace() {
         match flag {
-            "--miss-need-reply" => s.miss_need_reply = true,
-            "--device-start-without-bql" => s.device_start_holds_bql = false,
-            "--short-reads" => s.short_reads = true,
-            "--queued-reads" => s.queued_reads = true,
-            "--split-replies" => s.split_replies = true,
+            flag::MISS_NEED_REPLY => s.miss_need_reply = true,
+            flag::WITHOUT_BQL => s.device_start_holds_bql = false,
+            flag::SHORT_READS => s.short_reads = true,
+            flag::QUEUED_READS => s.queued_reads = true,
+            flag::SPLIT_REPLIES => s.split_replies = true,
             _ => panic!("unknown flag {flag}"),
         }
     }

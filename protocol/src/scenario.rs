@@ -288,7 +288,74 @@ pub enum ScenarioError {
     TwoReadModels,
 }
 
+/// The command line's spelling of each scenario knob (`vhost-race
+/// --help`), for every output that names a scenario by its flags; the
+/// checker's own tests hold its argument parser to these.
+pub mod flag {
+    /// IOTLB updates device start sends.
+    pub const VIRTQUEUES: &str = "--virtqueues";
+    /// No device-start thread.
+    pub const NO_DEVICE_START: &str = "--no-device-start";
+    /// Device start without the BQL.
+    pub const WITHOUT_BQL: &str = "--device-start-without-bql";
+    /// No postcopy end.
+    pub const NO_POSTCOPY_END: &str = "--no-postcopy-end";
+    /// Back-end misses.
+    pub const MISSES: &str = "--misses";
+    /// Misses with NEED_REPLY.
+    pub const MISS_NEED_REPLY: &str = "--miss-need-reply";
+    /// Reads that may end at any 4-byte step.
+    pub const SHORT_READS: &str = "--short-reads";
+    /// Reads of what is queued.
+    pub const QUEUED_READS: &str = "--queued-reads";
+    /// Replies written as header, then payload.
+    pub const SPLIT_REPLIES: &str = "--split-replies";
+    /// Device stop at quit.
+    pub const DEVICE_STOP: &str = "--device-stop";
+    /// Every one, in `--help` order.
+    pub const ALL: [&str; 10] = [
+        VIRTQUEUES,
+        NO_DEVICE_START,
+        WITHOUT_BQL,
+        NO_POSTCOPY_END,
+        MISSES,
+        MISS_NEED_REPLY,
+        SHORT_READS,
+        QUEUED_READS,
+        SPLIT_REPLIES,
+        DEVICE_STOP,
+    ];
+}
+
 impl Scenario {
+    /// The flags that make this scenario from the default one, as typed on
+    /// the command line, in `--help` order (none for the default).
+    pub fn flags(&self) -> Vec<String> {
+        let d = Scenario::default();
+        let mut f = Vec::new();
+        if self.virtqueues != d.virtqueues {
+            f.push(format!("{} {}", flag::VIRTQUEUES, self.virtqueues));
+        }
+        let switches = [
+            (!self.device_start, flag::NO_DEVICE_START),
+            (!self.device_start_holds_bql, flag::WITHOUT_BQL),
+            (!self.postcopy_end, flag::NO_POSTCOPY_END),
+        ];
+        f.extend(switches.iter().filter(|(on, _)| *on).map(|(_, name)| name.to_string()));
+        if self.backend_misses != d.backend_misses {
+            f.push(format!("{} {}", flag::MISSES, self.backend_misses));
+        }
+        let switches = [
+            (self.miss_need_reply, flag::MISS_NEED_REPLY),
+            (self.short_reads, flag::SHORT_READS),
+            (self.queued_reads, flag::QUEUED_READS),
+            (self.split_replies, flag::SPLIT_REPLIES),
+            (self.device_stop, flag::DEVICE_STOP),
+        ];
+        f.extend(switches.iter().filter(|(on, _)| *on).map(|(_, name)| name.to_string()));
+        f
+    }
+
     /// The scenario in words, as every output names it: "device start: 2
     /// IOTLB updates under the BQL, postcopy end, 1 back-end miss without
     /// NEED_REPLY".
