@@ -106,6 +106,10 @@ fn scenarios_in_scope() -> Vec<(&'static str, Scenario)> {
         ("--device-start-without-bql", Scenario { device_start_holds_bql: false, ..d }),
         ("--short-reads", Scenario { short_reads: true, ..d }),
         ("--queued-reads", Scenario { queued_reads: true, ..d }),
+        (
+            "--split-replies --queued-reads",
+            Scenario { split_replies: true, queued_reads: true, ..d },
+        ),
         ("--misses 0", Scenario { backend_misses: 0, ..d }),
         ("--no-postcopy-end", Scenario { postcopy_end: false, ..d }),
     ]
