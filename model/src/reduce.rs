@@ -62,8 +62,12 @@
 //! alone.
 //!
 //! Leaves out: nothing else of the model; rules are missing only where they
-//! would not pay (every case not listed takes every process's moves). Counterexamples do not come from this search:
-//! the shortest ones come from a full breadth-first search.
+//! would not pay (every case not listed takes every process's moves).
+//! Counterexamples do not come from this depth-first search: the shortest
+//! ones come from a breadth-first search, over this reduction's graph for
+//! the properties of final states (whose shortest paths it keeps) and over
+//! every interleaving for the others
+//! ([`crate::verdict::shortest_counterexamples`]).
 
 use protocol::scenario::ThreadRole;
 
