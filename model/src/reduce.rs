@@ -23,7 +23,7 @@
 //!   ch. 10, conditions C0 and C1).
 //! - States are taken as one when they differ only in what can no longer
 //!   change a verdict, the lines of their QEMU log among it
-//!   ([`crate::packed::ForVerdicts`]); then two threads' log steps commute.
+//!   (`packed::ForVerdicts`); then two threads' log steps commute.
 //!
 //! When a process's moves are taken alone (each case is the conflict
 //! argument for that move; "others" are the other front-end threads, whose

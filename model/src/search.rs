@@ -407,7 +407,7 @@ pub(crate) fn fingerprint(s: &State) -> u64 {
 }
 
 /// A state's fingerprint with what can no longer change a verdict left
-/// out, its log's lines among it ([`crate::packed::ForVerdicts`]).
+/// out, its log's lines among it (`packed::ForVerdicts`).
 pub(crate) fn fingerprint_for_verdicts(model: &ReplyRace, s: &State) -> u64 {
     crate::stream::HASH_KEYS.hash_one(ForVerdicts(model, s))
 }
