@@ -380,6 +380,10 @@ pub struct ReplyRace {
     pub scenario: Scenario,
     /// The ops of each [`Program`], indexed by it.
     pub programs: [Vec<Op>; 4],
+    /// Per op index of device start's program (and one past its end), the
+    /// IOTLB updates finished before it ([`ReplyRace::updates_finished`],
+    /// asked for by every fingerprint of the reduced search).
+    updates_before: Vec<u8>,
 }
 
 /// Ops of one request/reply call, with the mutex around it if the policy has one.
@@ -471,7 +475,14 @@ impl ReplyRace {
         let mut bh = call(policy, Op::WritePostcopyEnd, QemuError::PostcopyEndFailed);
         bh.push(Op::ReleaseBql);
 
-        ReplyRace { variant, scenario, programs: [device_start, listen, miss, bh] }
+        // Each update's call ends with its `Report`.
+        let mut done = 0u8;
+        let mut updates_before = vec![done];
+        for op in &device_start {
+            done += u8::from(*op == Op::Report(QemuError::IotlbUpdateFailed));
+            updates_before.push(done);
+        }
+        ReplyRace { variant, scenario, programs: [device_start, listen, miss, bh], updates_before }
     }
 
     /// The ops of `program`.
@@ -559,12 +570,7 @@ impl ReplyRace {
     /// failed, when its next op is at `pc` (each update's call ends with
     /// its `Report`; a fail-start abort jumps past them all).
     pub(crate) fn updates_finished(&self, pc: usize) -> u8 {
-        let ops = self.program(Program::DeviceStart);
-        let n = ops[..pc.min(ops.len())]
-            .iter()
-            .filter(|op| **op == Op::Report(QemuError::IotlbUpdateFailed))
-            .count();
-        u8::try_from(n).expect("fewer than 256 updates")
+        self.updates_before[pc.min(self.updates_before.len() - 1)]
     }
 
     /// The op a thread is at, if it is running a program.
