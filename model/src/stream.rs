@@ -301,7 +301,7 @@ impl Stream {
     /// (a header's flags are the word at 4).
     pub(crate) fn word(&self, at: usize) -> Option<u32> {
         let cells = self.cells().get(at..at + 4)?;
-        Some(cells.iter().rev().fold(0, |w, &c| w << 8 | u32::from(c as u8)))
+        Some(u32::from_le_bytes(std::array::from_fn(|i| cells[i] as u8)))
     }
 }
 

@@ -563,8 +563,6 @@ fn shortest_counterexamples_dyn(
             }
         }
     }
-    // In `names` order.
-    found.sort_by_key(|(n, _)| names.iter().position(|m| m == n));
     Ok(found)
 }
 
