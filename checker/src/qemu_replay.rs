@@ -99,19 +99,16 @@ pub fn plan_from_trace_file(path: &Path) -> Result<ReplyPlan> {
 }
 
 /// The scenarios whose counterexamples device start can show on its own.
-fn scenarios_in_scope() -> Vec<(&'static str, Scenario)> {
+fn scenarios_in_scope() -> Vec<Scenario> {
     let d = Scenario::default();
     vec![
-        ("default", d),
-        ("--device-start-without-bql", Scenario { device_start_holds_bql: false, ..d }),
-        ("--short-reads", Scenario { short_reads: true, ..d }),
-        ("--queued-reads", Scenario { queued_reads: true, ..d }),
-        (
-            "--split-replies --queued-reads",
-            Scenario { split_replies: true, queued_reads: true, ..d },
-        ),
-        ("--misses 0", Scenario { backend_misses: 0, ..d }),
-        ("--no-postcopy-end", Scenario { postcopy_end: false, ..d }),
+        d,
+        Scenario { device_start_holds_bql: false, ..d },
+        Scenario { short_reads: true, ..d },
+        Scenario { queued_reads: true, ..d },
+        Scenario { split_replies: true, queued_reads: true, ..d },
+        Scenario { backend_misses: 0, ..d },
+        Scenario { postcopy_end: false, ..d },
     ]
 }
 
@@ -122,7 +119,11 @@ fn scenarios_in_scope() -> Vec<(&'static str, Scenario)> {
 /// interleaving (`--full`); both are cases, once if they are one path.
 pub fn cases_in_scope(logs_dir: Option<&Path>) -> Result<Vec<Case>> {
     let mut cases: Vec<Case> = Vec::new();
-    for (flags, scenario) in scenarios_in_scope() {
+    for scenario in scenarios_in_scope() {
+        let flags = match scenario.flags().join(" ") {
+            f if f.is_empty() => "default".to_string(),
+            f => f,
+        };
         // Only QEMU's own variants have a binary to replay on.
         for variant in Variant::all().into_iter().filter(|v| v.policy.in_qemu()) {
             for reduce in [true, false] {
