@@ -62,10 +62,6 @@ pub fn flag_combinations(base: Scenario) -> Vec<FlagSet> {
         if !device_start && (on(0) || on(5)) {
             continue;
         }
-        // Two models of a read: one at a time.
-        if on(1) && on(6) {
-            continue;
-        }
         let scenario = Scenario {
             device_start,
             device_start_holds_bql: !on(0),
@@ -76,6 +72,7 @@ pub fn flag_combinations(base: Scenario) -> Vec<FlagSet> {
             queued_reads: on(6),
             ..base
         };
+        // No thread at all, or two models of a read at once.
         if scenario.validate().is_err() {
             continue;
         }
